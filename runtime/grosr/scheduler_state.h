@@ -1,0 +1,113 @@
+// The scheduler's state: everything the persistent kernel knows lives here,
+// in device memory or in pinned host memory, never only in registers. The
+// kernel can therefore stop at task boundaries and be launched again over
+// the same queues, tables and counters (hot-loading depends on this).
+//
+// Ownership: the host allocates and initialises every array before the first
+// launch and frees them after the kernel exited. While the kernel runs, the
+// host touches only the HostShared block (pinned, mapped) and the dispatch
+// table (between launches).
+#ifndef GROSR_SCHEDULER_STATE_H_
+#define GROSR_SCHEDULER_STATE_H_
+
+#include "grosr/completion.h"
+#include "grosr/descriptor.h"
+#include "grosr/platform.h"
+#include "grosr/work_queue.h"
+
+namespace grosr {
+
+struct TaskContext;
+using TaskEntry = void (*)(TaskContext*, const void*);
+
+// Tasks a warp takes from the queue at once.
+#ifndef GROSR_BATCH
+#define GROSR_BATCH 32
+#endif
+constexpr uint32_t kBatch = GROSR_BATCH;
+
+// Host commands, written by the host to HostShared::command.
+enum : uint32_t { kCommandRun = 0, kCommandStop = 1 };
+
+// Kernel states, written by the control warp to HostShared::kernel_state.
+enum : uint32_t { kKernelNotStarted = 0, kKernelRunning = 1, kKernelStopping = 2 };
+
+// A host-submitted task's outcome, in pinned memory. `ticket` is written last
+// (release, system scope): once the host reads its ticket there, `status` is
+// that task's.
+struct CompletionRecord {
+  uint32_t ticket;
+  uint32_t status;
+};
+
+// Worker state the host reads (device memory, copied out by the watchdog).
+struct alignas(16) WorkerHeartbeat {
+  TaskId task_id;        // task running, or last run
+  uint32_t busy;         // 1 while running task_id
+  uint64_t started_ns;   // GPU global timer when it started
+};
+
+// Work a warp held when the kernel stopped: restored by the next launch.
+struct WorkerSave {
+  uint32_t count;
+  uint32_t reserved[3];
+  TaskDescriptor items[kBatch + 1];
+};
+
+// Pinned, mapped host memory shared by the host and the control warp.
+// Words written by different sides sit on different cache lines.
+struct HostShared {
+  // host -> GPU
+  alignas(128) uint32_t command;
+  // GPU -> host
+  alignas(128) uint64_t submissions_taken;   // ring entries ingested
+  alignas(128) uint64_t total_snapshot;      // a CompletionCounters total word
+  alignas(128) uint64_t gpu_clock_ns;        // control warp's heartbeat
+  uint32_t kernel_state;
+  uint32_t launches;                         // kernel launches seen
+};
+
+struct SchedulerState {
+  // Geometry.
+  uint32_t num_warps;          // all warps of the grid (control warp included)
+  uint32_t warps_per_block;
+  uint32_t table_capacity;
+  uint32_t ring_capacity;      // power of two
+  uint32_t completion_capacity;// power of two
+  uint32_t error_capacity;     // power of two
+  uint32_t idle_sleep_max_ns;
+  uint32_t stop_check_interval;// continuations between looks at the stop flag
+
+  // Dispatch (device memory).
+  TaskEntry* table;            // [table_capacity]; null: no task
+  TaskInfo* info;              // [table_capacity]
+  TaskCounters* counters;      // [table_capacity]
+  uint64_t* invalid_dispatches;// tasks whose id was out of range
+
+  WorkQueue queue;
+  CompletionCounters completion;
+
+  // Failures (device memory ring).
+  ErrorRecord* errors;         // [error_capacity]
+  uint64_t* error_count;       // total ever reported
+
+  // Workers (device memory).
+  WorkerHeartbeat* heartbeats; // [num_warps]
+  WorkerSave* saves;           // [num_warps]
+  uint32_t* stop;              // device copy of the host's command
+
+  // Shared with the host (pinned memory, device addresses).
+  HostShared* host;
+  uint64_t* ring_sequence;     // [ring_capacity] host writes ticket + 1
+  TaskDescriptor* ring;        // [ring_capacity]
+  CompletionRecord* completions;     // [completion_capacity]
+  uint64_t* group_snapshots;   // [completion.group_capacity]
+  uint32_t* last_task;         // [num_warps] id of each warp's latest task
+
+  // Never set: makes the kernel reserve the register budget (see kernel).
+  uint32_t* never;
+};
+
+}  // namespace grosr
+
+#endif  // GROSR_SCHEDULER_STATE_H_

@@ -1,0 +1,391 @@
+// The persistent scheduler kernel: launched once, its warps loop over the
+// work queue and call tasks through the dispatch table until the host says
+// stop. Compiled at run time by the JIT with:
+//   -DGROSR_WARPS_PER_BLOCK=<warps>    (launch bounds)
+//   -DGROSR_REGISTER_BUDGET=<regs>     (with -maxrregcount=<regs>)
+//
+// Roles, decided once at entry: warp 0 of block 0 is the control warp (it
+// alone reads the host's submission ring and command word and writes the
+// host-visible snapshots); every other warp is a worker.
+//
+// A worker's loop, per task: look up table[task_id], check the argument
+// size, call the task with all 32 lanes, then
+//   - if the task called ctx.then(): run the continuation at once, on this
+//     warp, from shared memory: no queue, no atomic (the chain's fast path);
+//   - otherwise count it finished (batched: one atomic per batch and group).
+// Tasks come from the queue in batches of up to kBatch, copied to shared
+// memory with one reservation, so a tiny task costs a dispatch, not a
+// round of atomics. Idle workers back off with __nanosleep.
+//
+// Stopping: the control warp copies the host's stop command to device
+// memory; workers look at it between batches, while idle, and every
+// stop_check_interval continuations, and save what they hold (the rest of a
+// batch, a pending continuation) to their WorkerSave slot, which the next
+// launch restores. Nothing is lost across a stop and relaunch.
+#include "grosr/scheduler_state.h"
+#include "grosr/task_context.h"
+
+#ifndef GROSR_WARPS_PER_BLOCK
+#define GROSR_WARPS_PER_BLOCK 8
+#endif
+#ifndef GROSR_REGISTER_BUDGET
+#define GROSR_REGISTER_BUDGET 64
+#endif
+
+namespace grosr {
+namespace {
+
+constexpr unsigned kFullMask = 0xffffffffu;
+
+struct WarpScratch {
+  TaskContext ctx;
+  TaskDescriptor continuation[2];
+  TaskDescriptor batch[kBatch];
+};
+
+__device__ GROSR_INLINE unsigned Lane() { return threadIdx.x & 31u; }
+
+__device__ GROSR_INLINE bool StopRequested(const SchedulerState& s) {
+  return DeviceAtomic32(*s.stop).load(kRelaxed) != 0;
+}
+
+// Indirect calls hide the callee from the kernel's register allocation: a
+// loaded task that uses more registers than the kernel was given crashes.
+// This function, called on a path never taken, needs the whole budget, so
+// the linker gives the kernel the budget that tasks are compiled against.
+__device__ __noinline__ void ReserveRegisterBudget(uint32_t* sink) {
+  constexpr int kValues = GROSR_REGISTER_BUDGET + 32;
+  uint32_t v[kValues];
+#pragma unroll
+  for (int i = 0; i < kValues; ++i) v[i] = sink[i * 33];
+#pragma unroll
+  for (int round = 0; round < 4; ++round) {
+#pragma unroll
+    for (int i = 0; i < kValues; ++i) v[i] = v[i] * v[(i + 5) % kValues] + round;
+  }
+  uint32_t folded = 0;
+#pragma unroll
+  for (int i = 0; i < kValues; ++i) folded ^= v[i];
+  sink[0] = folded;
+}
+
+// ---------------------------------------------------------------------------
+// Control warp
+// ---------------------------------------------------------------------------
+
+// Moves up to 32 ready submissions from the host's ring to the work queue.
+// Returns how many. Leaves them in the ring when the queue is full.
+__device__ uint32_t IngestSubmissions(const SchedulerState& s, uint64_t* taken) {
+  const unsigned lane = Lane();
+  const uint64_t ticket = *taken + lane;
+  const uint32_t slot = static_cast<uint32_t>(ticket) & (s.ring_capacity - 1);
+  const bool ready =
+      SystemAtomic64(s.ring_sequence[slot]).load(kRelaxed) == ticket + 1;
+  const unsigned ready_mask = __ballot_sync(kFullMask, ready);
+  const uint32_t n = ready_mask == kFullMask ? 32u : __ffs(~ready_mask) - 1u;
+  if (n == 0) return 0;
+  // The host wrote each descriptor before its sequence word.
+  cuda::atomic_thread_fence(kAcquire, cuda::thread_scope_system);
+  TaskDescriptor item;
+  if (lane < n) Copy16(&item, &s.ring[slot], sizeof(TaskDescriptor));
+
+  int ok = 0;
+  unsigned long long base = 0;
+  if (lane == 0) {
+    ok = s.queue.TryReserveSpace(n);
+    if (ok) {
+      s.completion.Add(/*group=*/0, n, /*roots=*/n);
+    }
+  }
+  ok = __shfl_sync(kFullMask, ok, 0);
+  if (!ok) return 0;  // device queue full: the host's ring holds them
+  if (lane < n && item.group != 0 && item.group < s.completion.group_capacity) {
+    DeviceAtomic64(s.completion.group_words[item.group])
+        .fetch_add(1 + kRootUnit, kRelaxed);
+  }
+  if (lane == 0) base = s.queue.ClaimTailTickets(n);
+  base = __shfl_sync(kFullMask, base, 0);
+  __syncwarp();
+  if (lane < n) s.queue.Write(base + lane, item);
+  __syncwarp();
+  *taken += n;
+  if (lane == 0) {
+    s.queue.Publish(n);
+    // The ring slots may be reused once we stopped reading them.
+    SystemAtomic64(s.host->submissions_taken).store(*taken, kRelease);
+  }
+  return n;
+}
+
+// Publishes the completion words that reached zero since the last look.
+__device__ void PublishFinishedGroups(const SchedulerState& s) {
+  const unsigned lane = Lane();
+  const CompletionCounters& c = s.completion;
+  if (lane == 0 && DeviceAtomic32(*c.dirty_total).load(kRelaxed) != 0) {
+    DeviceAtomic32(*c.dirty_total).store(0, kRelaxed);
+    uint64_t word = DeviceAtomic64(*c.total_word).load(kAcquire);
+    SystemAtomic64(s.host->total_snapshot).store(word, kRelease);
+  }
+  for (uint32_t w = lane; w < c.group_capacity / 32; w += 32) {
+    if (DeviceAtomic32(c.dirty_groups[w]).load(kRelaxed) == 0) continue;
+    uint32_t bits = DeviceAtomic32(c.dirty_groups[w]).exchange(0, kRelaxed);
+    while (bits != 0) {
+      uint32_t group = w * 32 + __ffs(bits) - 1;
+      bits &= bits - 1;
+      uint64_t word = DeviceAtomic64(c.group_words[group]).load(kAcquire);
+      SystemAtomic64(s.group_snapshots[group]).store(word, kRelease);
+    }
+  }
+}
+
+__device__ void RunControl(const SchedulerState& s) {
+  const unsigned lane = Lane();
+  uint64_t taken = SystemAtomic64(s.host->submissions_taken).load(kRelaxed);
+  if (lane == 0) {
+    SystemAtomic32(s.host->kernel_state).store(kKernelRunning, kRelaxed);
+  }
+  for (;;) {
+    uint32_t command = 0;
+    if (lane == 0) {
+      command = SystemAtomic32(s.host->command).load(kRelaxed);
+      SystemAtomic64(s.host->gpu_clock_ns).store(GlobalTimerNs(), kRelaxed);
+    }
+    command = __shfl_sync(kFullMask, command, 0);
+    if (command == kCommandStop) break;
+    uint32_t ingested;
+    do {
+      ingested = IngestSubmissions(s, &taken);
+    } while (ingested == 32);
+    PublishFinishedGroups(s);
+  }
+  if (lane == 0) {
+    DeviceAtomic32(*s.stop).store(1, kRelaxed);
+    SystemAtomic32(s.host->kernel_state).store(kKernelStopping, kRelaxed);
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Workers
+// ---------------------------------------------------------------------------
+
+// Per-warp tallies kept in lane 0's registers and flushed in batches.
+struct Tally {
+  uint32_t finished_group = 0;  // group of the finished tasks counted below
+  uint32_t finished = 0;
+  TaskId stats_id = 0xffffffffu;
+  uint32_t completed = 0;
+  uint32_t failed = 0;
+
+  __device__ void FlushFinished(const SchedulerState& s) {
+    s.completion.Finish(finished_group, finished);
+    finished = 0;
+  }
+  __device__ void FlushStats(const SchedulerState& s) {
+    if (stats_id < s.table_capacity) {
+      if (completed) DeviceAtomic64(s.counters[stats_id].completed).fetch_add(completed, kRelaxed);
+      if (failed) DeviceAtomic64(s.counters[stats_id].failed).fetch_add(failed, kRelaxed);
+    } else if (completed + failed > 0) {
+      DeviceAtomic64(*s.invalid_dispatches).fetch_add(completed + failed, kRelaxed);
+    }
+    completed = failed = 0;
+  }
+  __device__ void Flush(const SchedulerState& s) {
+    FlushFinished(s);
+    FlushStats(s);
+  }
+  __device__ void CountOutcome(const SchedulerState& s, TaskId id, uint32_t status) {
+    if (id != stats_id) {
+      FlushStats(s);
+      stats_id = id;
+    }
+    if (status == kTaskOk) ++completed; else ++failed;
+  }
+  __device__ void CountFinished(const SchedulerState& s, uint32_t group) {
+    if (group != finished_group) {
+      FlushFinished(s);
+      finished_group = group;
+    }
+    ++finished;
+  }
+};
+
+// Takes up to kBatch tasks from the queue into shared memory.
+__device__ uint32_t TakeBatch(const SchedulerState& s, WarpScratch* w) {
+  const unsigned lane = Lane();
+  uint32_t n = 0;
+  unsigned long long base = 0;
+  if (lane == 0) {
+    n = s.queue.TryReserveItems(kBatch);
+    if (n > 0) base = s.queue.ClaimHeadTickets(n);
+  }
+  n = __shfl_sync(kFullMask, n, 0);
+  if (n == 0) return 0;
+  base = __shfl_sync(kFullMask, base, 0);
+  for (uint32_t i = lane; i < n; i += 32) s.queue.Read(base + i, &w->batch[i]);
+  __syncwarp();
+  if (lane == 0) s.queue.ReleaseSpace(n);
+  return n;
+}
+
+// Saves held work for the next launch. `items` are in shared memory.
+__device__ void SaveWork(const SchedulerState& s, uint32_t worker,
+                         const TaskDescriptor* first, uint32_t count,
+                         const TaskDescriptor* extra) {
+  WorkerSave& save = s.saves[worker];
+  const unsigned lane = Lane();
+  for (uint32_t i = lane; i < count; i += 32) save.items[i] = first[i];
+  if (extra != nullptr && lane == 0) save.items[count] = *extra;
+  if (lane == 0) save.count = count + (extra != nullptr ? 1 : 0);
+  __syncwarp();
+}
+
+// Reports a failure to the error ring and to a waiting host.
+__device__ void ReportOutcome(const SchedulerState& s, const TaskDescriptor& task,
+                              uint32_t status, uint32_t worker) {
+  if (status != kTaskOk) {
+    uint64_t index = DeviceAtomic64(*s.error_count).fetch_add(1, kRelaxed);
+    ErrorRecord& record = s.errors[index & (s.error_capacity - 1)];
+    record.task_id = task.task_id;
+    record.code = status;
+    record.ticket = task.ticket;
+    record.worker = worker;
+    record.gpu_time_ns = GlobalTimerNs();
+  }
+  if (task.ticket != 0) {
+    CompletionRecord& record =
+        s.completions[task.ticket & (s.completion_capacity - 1)];
+    SystemAtomic32(record.status).store(status, kRelaxed);
+    // Everything the task wrote (all lanes: __syncwarp before) comes first.
+    SystemAtomic32(record.ticket).store(task.ticket, kRelease);
+  }
+}
+
+// Runs one task (not its continuation) with the whole warp; returns its
+// completion code. `next` receives a continuation if the task makes one.
+__device__ uint32_t Dispatch(const SchedulerState& s, WarpScratch* w,
+                             const TaskDescriptor* task, TaskDescriptor* next,
+                             uint32_t worker, TaskId* last_published) {
+  const unsigned lane = Lane();
+  const TaskId id = task->task_id;
+  TaskEntry entry = nullptr;
+  uint32_t code = kTaskOk;
+  if (id >= s.table_capacity || (entry = s.table[id]) == nullptr) {
+    code = kUnknownTask;
+  } else {
+    uint32_t expected = s.info[id].arg_bytes;
+    if (expected != kAnyArgBytes && expected != task->arg_bytes) code = kBadArguments;
+  }
+  if (lane == 0) {
+    w->ctx.task_id = id;
+    w->ctx.group = task->group;
+    w->ctx.status = code;
+    w->ctx.has_next = 0;
+    w->ctx.next = next;
+    if (code == kTaskOk) {
+      s.heartbeats[worker] = WorkerHeartbeat{id, 1, GlobalTimerNs()};
+      if (id != *last_published) {
+        // Pinned: readable by the host even after a fault kills the context.
+        SystemAtomic32(s.last_task[worker]).store(id, kRelaxed);
+        *last_published = id;
+      }
+    }
+  }
+  __syncwarp();
+  if (code != kTaskOk) return code;
+  entry(&w->ctx, task->args);
+  __syncwarp();
+  return w->ctx.status;
+}
+
+__device__ void RunWorker(const SchedulerState& s, WarpScratch* w, uint32_t worker) {
+  const unsigned lane = Lane();
+  if (lane == 0) {
+    w->ctx.state = &s;
+    w->ctx.worker = worker;
+    w->ctx.reserved = 0;
+  }
+  // Work saved by the previous launch comes first.
+  uint32_t count = s.saves[worker].count;
+  for (uint32_t i = lane; i < count; i += 32) w->batch[i] = s.saves[worker].items[i];
+  __syncwarp();
+  if (lane == 0) s.saves[worker].count = 0;
+
+  Tally tally;
+  TaskId last_published = 0xffffffffu;
+  uint32_t position = 0;
+  uint32_t idle_ns = 0;
+  bool idle_marked = false;
+  for (;;) {
+    if (position == count) {
+      if (lane == 0) tally.Flush(s);
+      position = 0;
+      count = StopRequested(s) ? 0 : TakeBatch(s, w);
+      if (count == 0) {
+        if (StopRequested(s)) break;
+        if (lane == 0 && !idle_marked) {
+          s.heartbeats[worker].busy = 0;
+          idle_marked = true;
+        }
+        idle_ns = idle_ns == 0 ? 32 : min(idle_ns * 2, s.idle_sleep_max_ns);
+        SpinPause(idle_ns);
+        continue;
+      }
+      idle_ns = 0;
+      idle_marked = false;
+    }
+    const TaskDescriptor* current = &w->batch[position++];
+    uint32_t flip = 0;
+    for (uint32_t chain = 1;; ++chain) {
+      TaskDescriptor* next = &w->continuation[flip];
+      uint32_t status = Dispatch(s, w, current, next, worker, &last_published);
+      if (lane == 0) {
+        ReportOutcome(s, *current, status, worker);
+        tally.CountOutcome(s, current->task_id, status);
+      }
+      if (!w->ctx.has_next) {
+        if (lane == 0) tally.CountFinished(s, current->group);
+        break;
+      }
+      current = next;
+      flip ^= 1;
+      if (chain % s.stop_check_interval == 0 && StopRequested(s)) {
+        SaveWork(s, worker, &w->batch[position], count - position, current);
+        if (lane == 0) {
+          tally.Flush(s);
+          s.heartbeats[worker].busy = 0;
+        }
+        return;
+      }
+    }
+    if (position < count && position % 8 == 0 && StopRequested(s)) {
+      SaveWork(s, worker, &w->batch[position], count - position, nullptr);
+      break;
+    }
+  }
+  if (lane == 0) {
+    tally.Flush(s);
+    s.heartbeats[worker].busy = 0;
+  }
+}
+
+}  // namespace
+}  // namespace grosr
+
+extern "C" __global__ void __launch_bounds__(GROSR_WARPS_PER_BLOCK * 32)
+    grosr_scheduler(const grosr::SchedulerState* __restrict__ state) {
+  extern __shared__ __align__(16) unsigned char shared_bytes[];
+  const grosr::SchedulerState& s = *state;
+  if (*s.never != 0) grosr::ReserveRegisterBudget(s.never);
+  const uint32_t warp_in_block = threadIdx.x / 32;
+  const uint32_t warp = blockIdx.x * GROSR_WARPS_PER_BLOCK + warp_in_block;
+  auto* scratch = reinterpret_cast<grosr::WarpScratch*>(shared_bytes) + warp_in_block;
+  if (warp == 0) {
+    grosr::RunControl(s);
+  } else {
+    grosr::RunWorker(s, scratch, warp);
+  }
+}
+
+// Shared memory the kernel needs per block, for the host's launch.
+extern "C" __device__ const unsigned grosr_scratch_bytes_per_warp =
+    sizeof(grosr::WarpScratch);

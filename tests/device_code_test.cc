@@ -1,0 +1,189 @@
+// The device code chain without a GPU: the scheduler kernel and every
+// example task compile and link through the JIT; the loader's rules refuse
+// what would misbehave once loaded, naming the rule, the symbol and the line.
+#include "host/device_code.h"
+
+#include <unistd.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <string>
+
+#include "absl/strings/str_cat.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace grosr {
+namespace {
+
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+
+std::unique_ptr<Compiler> MakeCompiler() {
+  Compiler::Options options;
+  const char* tmp = std::getenv("TEST_TMPDIR");
+  options.cache_dir = absl::StrCat(tmp ? tmp : "/tmp", "/device-code-cache-", getpid());
+  auto compiler = Compiler::Create(options);
+  EXPECT_TRUE(compiler.ok()) << compiler.status();
+  return std::move(*compiler);
+}
+
+class DeviceCodeTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    compiler_ = MakeCompiler().release();
+    auto image = BuildSchedulerImage(*compiler_, target_);
+    ASSERT_TRUE(image.ok()) << image.status();
+    kernel_registers_ = image->kernel_registers;
+  }
+  static void TearDownTestSuite() { delete compiler_; }
+
+  absl::StatusOr<TaskModuleImage> Build(const std::string& name,
+                                        const std::string& source) {
+    return BuildTaskModule(*compiler_, target_, kernel_registers_, name, source);
+  }
+
+  static inline Compiler* compiler_ = nullptr;
+  static inline DeviceCodeTarget target_;
+  static inline uint32_t kernel_registers_ = 0;
+};
+
+TEST_F(DeviceCodeTest, KernelReservesItsRegisterBudget) {
+  // ptxas gives ABI functions at most budget - 2 registers; the kernel's own
+  // code needs far fewer, so only the reservation makes it reach that.
+  const uint32_t budget = target_.register_budget;
+  EXPECT_GE(kernel_registers_, budget - 2);
+  EXPECT_LE(kernel_registers_, budget);
+  DeviceCodeTarget wide = target_;
+  wide.register_budget = 128;
+  auto image = BuildSchedulerImage(*compiler_, wide);
+  ASSERT_TRUE(image.ok()) << image.status();
+  EXPECT_GE(image->kernel_registers, 126u);
+}
+
+TEST_F(DeviceCodeTest, EveryExampleTaskCompiles) {
+  int files = 0;
+  for (const auto& entry : std::filesystem::directory_iterator("tasks")) {
+    if (entry.path().extension() != ".cu") continue;
+    ++files;
+    std::ifstream file(entry.path());
+    std::stringstream text;
+    text << file.rdbuf();
+    auto module = Build(entry.path().string(), text.str());
+    ASSERT_TRUE(module.ok()) << entry.path() << ": " << module.status();
+    EXPECT_EQ(module->cubin.substr(0, 4), "\x7f" "ELF");
+    EXPECT_EQ(module->task_names.size(), 1u);
+    EXPECT_EQ(module->task_names[0], entry.path().stem().string());
+    EXPECT_LE(module->max_registers, kernel_registers_);
+  }
+  EXPECT_GE(files, 3);
+}
+
+TEST_F(DeviceCodeTest, FindsEveryTaskOfAModule) {
+  auto module = Build("two.cu", R"(
+#include <grosr/task.h>
+struct A { int x; };
+GROSR_TASK(first, A) { (void)args; }
+GROSR_TASK(second, grosr::NoArgs) {}
+)");
+  ASSERT_TRUE(module.ok()) << module.status();
+  EXPECT_THAT(module->task_names, ::testing::UnorderedElementsAre("first", "second"));
+}
+
+TEST_F(DeviceCodeTest, CompileErrorPointsAtTheTaskFileLine) {
+  auto module = Build("tasks/broken.cu",
+                      "#include <grosr/task.h>\n"
+                      "GROSR_TASK(broken, grosr::NoArgs) {\n"
+                      "  int x = ;\n"
+                      "}\n");
+  ASSERT_FALSE(module.ok());
+  EXPECT_THAT(std::string(module.status().message()),
+              HasSubstr("tasks/broken.cu(3): error"));
+}
+
+TEST_F(DeviceCodeTest, RefusesConstantMemoryNamingSymbolAndLine) {
+  auto module = Build("tasks/const.cu",
+                      "#include <grosr/task.h>\n"
+                      "\n"
+                      "__constant__ int lookup[4] = {1, 2, 3, 4};\n"
+                      "struct A { int i; int* out; };\n"
+                      "GROSR_TASK(uses_constant, A) { *args.out = lookup[args.i & 3]; }\n");
+  ASSERT_FALSE(module.ok());
+  std::string message(module.status().message());
+  EXPECT_THAT(message, HasSubstr("tasks/const.cu:3:"));
+  EXPECT_THAT(message, HasSubstr("__constant__ variable 'lookup'"));
+}
+
+TEST_F(DeviceCodeTest, RefusesStaticSharedMemory) {
+  auto module = Build("tasks/shared.cu",
+                      "#include <grosr/task.h>\n"
+                      "struct A { int* out; };\n"
+                      "GROSR_TASK(uses_shared, A) {\n"
+                      "  __shared__ int scratch[32];\n"
+                      "  scratch[ctx.lane()] = ctx.lane();\n"
+                      "  __syncwarp();\n"
+                      "  args.out[ctx.lane()] = scratch[31 - ctx.lane()];\n"
+                      "}\n");
+  ASSERT_FALSE(module.ok());
+  std::string message(module.status().message());
+  EXPECT_THAT(message, HasSubstr("tasks/shared.cu:4:"));
+  EXPECT_THAT(message, HasSubstr("__shared__ variable 'scratch'"));
+}
+
+TEST_F(DeviceCodeTest, RefusesAStackBeyondTheLimit) {
+  auto module = Build("tasks/stack.cu",
+                      "#include <grosr/task.h>\n"
+                      "struct A { int n; int* out; };\n"
+                      "GROSR_TASK(big_frame, A) {\n"
+                      "  volatile int local[2048];\n"
+                      "  for (int i = 0; i < args.n; ++i) local[i % 2048] = i;\n"
+                      "  *args.out = local[args.n % 2048];\n"
+                      "}\n");
+  ASSERT_FALSE(module.ok());
+  EXPECT_THAT(std::string(module.status().message()), HasSubstr("bytes of stack"));
+}
+
+TEST_F(DeviceCodeTest, RefusesASourceWithoutTasks) {
+  auto module = Build("empty.cu", "__device__ int helper(int x) { return x; }\n");
+  ASSERT_FALSE(module.ok());
+  EXPECT_THAT(std::string(module.status().message()), HasSubstr("defines no task"));
+}
+
+TEST_F(DeviceCodeTest, OversizedArgumentsFailAtCompileTime) {
+  auto module = Build("big.cu",
+                      "#include <grosr/task.h>\n"
+                      "struct Big { char bytes[64]; };\n"
+                      "GROSR_TASK(big, Big) {}\n");
+  ASSERT_FALSE(module.ok());
+  EXPECT_THAT(std::string(module.status().message()), HasSubstr("exceed 48 bytes"));
+}
+
+TEST_F(DeviceCodeTest, TasksAreCompiledAgainstTheRegisterBudget) {
+  // A register-hungry task still fits: the budget caps it (it spills).
+  auto module = Build("hungry.cu", R"(
+#include <grosr/task.h>
+struct A { unsigned* data; };
+GROSR_TASK(hungry, A) {
+  unsigned v[96];
+#pragma unroll
+  for (int i = 0; i < 96; ++i) v[i] = args.data[i * 37 + ctx.lane()];
+#pragma unroll
+  for (int r = 0; r < 4; ++r)
+#pragma unroll
+    for (int i = 0; i < 96; ++i) v[i] = v[i] * v[(i + 11) % 96] + r;
+  unsigned s = 0;
+#pragma unroll
+  for (int i = 0; i < 96; ++i) s ^= v[i];
+  args.data[ctx.lane()] = s;
+}
+)");
+  ASSERT_TRUE(module.ok()) << module.status();
+  EXPECT_LE(module->max_registers, kernel_registers_);
+  // It uses the whole budget: without the kernel's reservation it would not fit.
+  EXPECT_GE(module->max_registers, static_cast<uint32_t>(target_.register_budget - 2));
+}
+
+}  // namespace
+}  // namespace grosr
