@@ -19,7 +19,7 @@ namespace {
 std::string FreshDirectory(const std::string& name) {
   const char* base = std::getenv("TEST_TMPDIR");
   std::string dir = absl::StrCat(base ? base : "/tmp", "/", name, "-", getpid());
-  std::system(absl::StrCat("rm -rf '", dir, "'").c_str());
+  (void)!std::system(absl::StrCat("rm -rf '", dir, "'").c_str());
   return dir;
 }
 

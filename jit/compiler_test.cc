@@ -22,7 +22,7 @@ using ::testing::HasSubstr;
 std::string FreshDirectory(const std::string& name) {
   const char* base = std::getenv("TEST_TMPDIR");
   std::string dir = absl::StrCat(base ? base : "/tmp", "/", name, "-", getpid());
-  std::system(absl::StrCat("rm -rf '", dir, "' && mkdir -p '", dir, "'").c_str());
+  (void)!std::system(absl::StrCat("rm -rf '", dir, "' && mkdir -p '", dir, "'").c_str());
   return dir;
 }
 

@@ -40,6 +40,7 @@ namespace grosr {
   X(cuDeviceTotalMem)                                                       \
   X(cuDevicePrimaryCtxRetain)                                               \
   X(cuDevicePrimaryCtxRelease)                                              \
+  X(cuDevicePrimaryCtxReset)                                                \
   X(cuCtxSetCurrent)                                                        \
   X(cuCtxGetCurrent)                                                        \
   X(cuCtxSynchronize)                                                       \

@@ -15,7 +15,8 @@
 //   - otherwise count it finished (batched: one atomic per batch and group).
 // Tasks come from the queue in batches of up to kBatch, copied to shared
 // memory with one reservation, so a tiny task costs a dispatch, not a
-// round of atomics. Idle workers back off with __nanosleep.
+// round of atomics; batches shrink to one task when the queue is shallow,
+// so that a long task delays few others. Idle workers back off with __nanosleep.
 //
 // Stopping: the control warp copies the host's stop command to device
 // memory; workers look at it between batches, while idle, and every
@@ -82,23 +83,23 @@ __device__ uint32_t IngestSubmissions(const SchedulerState& s, uint64_t* taken) 
   const bool ready =
       SystemAtomic64(s.ring_sequence[slot]).load(kRelaxed) == ticket + 1;
   const unsigned ready_mask = __ballot_sync(kFullMask, ready);
-  const uint32_t n = ready_mask == kFullMask ? 32u : __ffs(~ready_mask) - 1u;
+  uint32_t n = ready_mask == kFullMask ? 32u : __ffs(~ready_mask) - 1u;
   if (n == 0) return 0;
   // The host wrote each descriptor before its sequence word.
   cuda::atomic_thread_fence(kAcquire, cuda::thread_scope_system);
   TaskDescriptor item;
   if (lane < n) Copy16(&item, &s.ring[slot], sizeof(TaskDescriptor));
 
-  int ok = 0;
+  // As many as the queue has room for; the rest wait in the ring.
+  uint32_t room = 0;
   unsigned long long base = 0;
   if (lane == 0) {
-    ok = s.queue.TryReserveSpace(n);
-    if (ok) {
-      s.completion.Add(/*group=*/0, n, /*roots=*/n);
-    }
+    room = s.queue.TryReserveSpaceUpTo(n);
+    if (room > 0) s.completion.Add(/*group=*/0, room, /*roots=*/room);
   }
-  ok = __shfl_sync(kFullMask, ok, 0);
-  if (!ok) return 0;  // device queue full: the host's ring holds them
+  room = __shfl_sync(kFullMask, room, 0);
+  if (room == 0) return 0;  // device queue full: the host's ring holds them
+  n = room;
   if (lane < n && item.group != 0 && item.group < s.completion.group_capacity) {
     DeviceAtomic64(s.completion.group_words[item.group])
         .fetch_add(1 + kRootUnit, kRelaxed);
@@ -215,7 +216,14 @@ __device__ uint32_t TakeBatch(const SchedulerState& s, WarpScratch* w) {
   uint32_t n = 0;
   unsigned long long base = 0;
   if (lane == 0) {
-    n = s.queue.TryReserveItems(kBatch);
+    // Batch size follows queue depth: a full batch only when there are at
+    // least kBatch tasks per warp. A shallow queue is spread one or two
+    // tasks per warp, so a long-running task holds few others behind it
+    // (a batch runs in order on its warp).
+    const int64_t depth = DeviceAtomicS64(s.queue.counters->available).load(kRelaxed);
+    const int64_t share = depth / static_cast<int64_t>(s.num_warps);
+    const uint32_t most = share >= kBatch ? kBatch : (share < 1 ? 1u : static_cast<uint32_t>(share));
+    n = s.queue.TryReserveItems(most);
     if (n > 0) base = s.queue.ClaimHeadTickets(n);
   }
   n = __shfl_sync(kFullMask, n, 0);
@@ -239,25 +247,25 @@ __device__ void SaveWork(const SchedulerState& s, uint32_t worker,
   __syncwarp();
 }
 
-// Reports a failure to the error ring and to a waiting host.
-__device__ void ReportOutcome(const SchedulerState& s, const TaskDescriptor& task,
-                              uint32_t status, uint32_t worker) {
-  if (status != kTaskOk) {
-    uint64_t index = DeviceAtomic64(*s.error_count).fetch_add(1, kRelaxed);
-    ErrorRecord& record = s.errors[index & (s.error_capacity - 1)];
-    record.task_id = task.task_id;
-    record.code = status;
-    record.ticket = task.ticket;
-    record.worker = worker;
-    record.gpu_time_ns = GlobalTimerNs();
-  }
-  if (task.ticket != 0) {
-    CompletionRecord& record =
-        s.completions[task.ticket & (s.completion_capacity - 1)];
-    SystemAtomic32(record.status).store(status, kRelaxed);
-    // Everything the task wrote (all lanes: __syncwarp before) comes first.
-    SystemAtomic32(record.ticket).store(task.ticket, kRelease);
-  }
+// Records a failure in the error ring (read by the host's RecentErrors).
+__device__ void ReportError(const SchedulerState& s, const TaskDescriptor& task,
+                            uint32_t status, uint32_t worker) {
+  uint64_t index = DeviceAtomic64(*s.error_count).fetch_add(1, kRelaxed);
+  ErrorRecord& record = s.errors[index & (s.error_capacity - 1)];
+  record.task_id = task.task_id;
+  record.code = status;
+  record.ticket = task.ticket;
+  record.worker = worker;
+  record.gpu_time_ns = GlobalTimerNs();
+}
+
+// Tells a waiting host that its task (and the chain of continuations that
+// replaced it) finished with `status`.
+__device__ void CompleteTicket(const SchedulerState& s, uint32_t ticket, uint32_t status) {
+  CompletionRecord& record = s.completions[ticket & (s.completion_capacity - 1)];
+  SystemAtomic32(record.status).store(status, kRelaxed);
+  // Everything the chain wrote (all lanes: __syncwarp before) comes first.
+  SystemAtomic32(record.ticket).store(ticket, kRelease);
 }
 
 // Runs one task (not its continuation) with the whole warp; returns its
@@ -335,20 +343,32 @@ __device__ void RunWorker(const SchedulerState& s, WarpScratch* w, uint32_t work
     }
     const TaskDescriptor* current = &w->batch[position++];
     uint32_t flip = 0;
+    // A continuation replaces its task: the host's ticket moves along the
+    // chain and completes when the chain ends, with its first failure.
+    uint32_t chain_status = kTaskOk;
     for (uint32_t chain = 1;; ++chain) {
       TaskDescriptor* next = &w->continuation[flip];
       uint32_t status = Dispatch(s, w, current, next, worker, &last_published);
+      if (chain_status == kTaskOk) chain_status = status;
+      const bool has_next = w->ctx.has_next != 0;
       if (lane == 0) {
-        ReportOutcome(s, *current, status, worker);
+        if (status != kTaskOk) ReportError(s, *current, status, worker);
         tally.CountOutcome(s, current->task_id, status);
+        if (has_next) {
+          next->ticket = current->ticket;
+        } else {
+          if (current->ticket != 0) CompleteTicket(s, current->ticket, chain_status);
+          tally.CountFinished(s, current->group);
+        }
       }
-      if (!w->ctx.has_next) {
-        if (lane == 0) tally.CountFinished(s, current->group);
-        break;
-      }
+      // Lane 0 rewrites the context for the next task only after every
+      // lane has read has_next.
+      __syncwarp();
+      if (!has_next) break;
       current = next;
       flip ^= 1;
       if (chain % s.stop_check_interval == 0 && StopRequested(s)) {
+        __syncwarp();
         SaveWork(s, worker, &w->batch[position], count - position, current);
         if (lane == 0) {
           tally.Flush(s);

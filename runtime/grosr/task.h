@@ -31,7 +31,9 @@
 //   ctx.spawn(id, args)     one child per calling lane (warp-aggregated);
 //                           false when the device queue is full
 //   ctx.then(id, args)      run `id` next on this warp, no queue (fastest
-//                           dependent dispatch)
+//                           dependent dispatch); the continuation replaces
+//                           the task: a host waiting for the task waits for
+//                           the whole chain
 //   ctx.fail(code)          report failure, code in 1..0x7fffffff
 //   ctx.worker_id()         this warp's index, for per-worker scratch
 // Task ids come from the host (Runtime::Load returns them); pass them to

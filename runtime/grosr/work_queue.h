@@ -96,7 +96,22 @@ struct WorkQueue {
     return true;
   }
 
-  // Claims `n` consecutive tickets after TryReserveSpace(n) succeeded.
+  // Reserves room for up to `most` items; returns how many (0 when full).
+  // For producers that can leave the rest where it is (the host's ring).
+  GROSR_HD uint32_t TryReserveSpaceUpTo(uint32_t most) const {
+    DeviceAtomicS64 free_slots(counters->free_slots);
+    int64_t seen = free_slots.load(kRelaxed);
+    if (seen <= 0) return 0;
+    int64_t want = seen < static_cast<int64_t>(most) ? seen : most;
+    int64_t before = free_slots.fetch_sub(want, kRelaxed);
+    if (before >= want) return static_cast<uint32_t>(want);
+    // Others reserved some meanwhile: keep what was there, return the rest.
+    int64_t got = before > 0 ? before : 0;
+    free_slots.fetch_add(want - got, kRelaxed);
+    return static_cast<uint32_t>(got);
+  }
+
+  // Claims `n` consecutive tickets after reserving room for n.
   GROSR_HD uint64_t ClaimTailTickets(uint32_t n) const {
     return DeviceAtomic64(counters->tail).fetch_add(n, kRelaxed);
   }

@@ -1,0 +1,401 @@
+// grosr_bench: GROSR against CUDA's own mechanisms, on the same GPU, in one
+// process. Prints a table and writes JSON (--json FILE).
+//
+//   bazel run -c opt //bench:grosr_bench -- --json /tmp/results.json
+//
+// Baselines run first in their own phase (the persistent kernel would block
+// module loads and share the GPU): an empty launch + synchronize, a chain of
+// dependent kernels in one stream, and the same chain as a CUDA graph. Then
+// GROSR: host ping-pong, dependent chains (continuation on the warp, and a
+// spawn through the device queue), a spawned tree, and host batch
+// submission. Every GROSR run checks its result (a counter or node count).
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "host/cuda_resources.h"
+#include "host/runtime.h"
+#include "jit/compiler.h"
+#include "jit/cuda_driver.h"
+
+namespace grosr {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+double MicrosSince(Clock::time_point start) {
+  return std::chrono::duration<double, std::micro>(Clock::now() - start).count();
+}
+
+struct Result {
+  std::string name;
+  std::string unit;       // "us" per operation, or "tasks/s"
+  double median = 0;      // or the single value
+  double p99 = 0;
+  double min = 0;
+  uint64_t samples = 0;
+  std::string note;
+};
+
+Result Summarize(std::string name, std::vector<double> us, std::string note) {
+  std::sort(us.begin(), us.end());
+  Result r;
+  r.name = std::move(name);
+  r.unit = "us";
+  r.median = us[us.size() / 2];
+  r.p99 = us[std::min(us.size() - 1, us.size() * 99 / 100)];
+  r.min = us.front();
+  r.samples = us.size();
+  r.note = std::move(note);
+  return r;
+}
+
+Result Single(std::string name, std::string unit, double value, uint64_t samples,
+              std::string note) {
+  Result r;
+  r.name = std::move(name);
+  r.unit = std::move(unit);
+  r.median = r.p99 = r.min = value;
+  r.samples = samples;
+  r.note = std::move(note);
+  return r;
+}
+
+#define BENCH_CHECK(expr)                                                     \
+  do {                                                                        \
+    absl::Status bench_status_ = (expr);                                      \
+    if (!bench_status_.ok()) {                                                \
+      std::fprintf(stderr, "grosr_bench: %s: %s\n", #expr,                    \
+                   std::string(bench_status_.message()).c_str());             \
+      std::exit(1);                                                           \
+    }                                                                         \
+  } while (false)
+
+template <typename T>
+T Value(absl::StatusOr<T> v, const char* what) {
+  if (!v.ok()) {
+    std::fprintf(stderr, "grosr_bench: %s: %s\n", what, std::string(v.status().message()).c_str());
+    std::exit(1);
+  }
+  return std::move(*v);
+}
+
+// ---------------------------------------------------------------------------
+// Baselines: plain CUDA on the driver API.
+// ---------------------------------------------------------------------------
+
+constexpr char kBaselineKernels[] = R"grosr_src(
+extern "C" __global__ void empty_kernel() {}
+extern "C" __global__ void step_kernel(unsigned* counter) {
+  if (threadIdx.x == 0) *counter += 1;
+}
+)grosr_src";
+
+void RunBaselines(const CudaDriver& cu, const Compiler& compiler, const std::string& arch,
+                  int launches, std::vector<Result>* results) {
+  CUdevice device;
+  CUcontext context;
+  BENCH_CHECK(cu.Check(cu.cuDeviceGet(&device, 0), "cuDeviceGet"));
+  BENCH_CHECK(cu.Check(cu.cuDevicePrimaryCtxRetain(&context, device), "retain"));
+  BENCH_CHECK(cu.Check(cu.cuCtxSetCurrent(context), "cuCtxSetCurrent"));
+  {
+    CompileOptions options;
+    options.arch = arch;
+    CompiledUnit unit = Value(compiler.Compile("baseline.cu", kBaselineKernels, options), "compile");
+    LinkOptions link;
+    link.arch = arch;
+    LinkedImage image = Value(compiler.Link({&unit}, link), "link");
+    Module module = Value(Module::Load(cu, image.cubin), "load");
+    CUfunction empty, step;
+    BENCH_CHECK(cu.Check(cu.cuModuleGetFunction(&empty, module.get(), "empty_kernel"), "fn"));
+    BENCH_CHECK(cu.Check(cu.cuModuleGetFunction(&step, module.get(), "step_kernel"), "fn"));
+    Stream stream = Value(Stream::Create(cu), "stream");
+    DeviceMemory counter = Value(DeviceMemory::Allocate(cu, 4), "alloc");
+    CUdeviceptr counter_ptr = counter.get();
+    void* step_params[] = {&counter_ptr};
+
+    // Launch + synchronize: the host's round trip per data-dependent step.
+    std::vector<double> us;
+    for (int i = 0; i < launches + 100; ++i) {
+      auto start = Clock::now();
+      cu.cuLaunchKernel(empty, 1, 1, 1, 32, 1, 1, 0, stream.get(), nullptr, nullptr);
+      cu.cuStreamSynchronize(stream.get());
+      if (i >= 100) us.push_back(MicrosSince(start));
+    }
+    results->push_back(Summarize("cuda_launch_sync", us,
+                                 "empty kernel: cuLaunchKernel + cuStreamSynchronize"));
+
+    // Dependent kernels in one stream, one synchronize at the end.
+    const int chain = 10000;
+    cu.cuMemsetD32(counter_ptr, 0, 1);
+    us.clear();
+    for (int rep = 0; rep < 5; ++rep) {
+      auto start = Clock::now();
+      for (int i = 0; i < chain; ++i) {
+        cu.cuLaunchKernel(step, 1, 1, 1, 32, 1, 1, 0, stream.get(), step_params, nullptr);
+      }
+      cu.cuStreamSynchronize(stream.get());
+      us.push_back(MicrosSince(start) / chain);
+    }
+    results->push_back(Summarize("cuda_stream_chain", us,
+                                 absl::StrCat(chain, " dependent kernels, one stream, per kernel")));
+
+    // The same chain captured as a static graph (cannot branch on data).
+    const int nodes = 1000;
+    CUgraph graph;
+    BENCH_CHECK(cu.Check(cu.cuStreamBeginCapture(stream.get(), CU_STREAM_CAPTURE_MODE_GLOBAL),
+                         "capture"));
+    for (int i = 0; i < nodes; ++i) {
+      cu.cuLaunchKernel(step, 1, 1, 1, 32, 1, 1, 0, stream.get(), step_params, nullptr);
+    }
+    BENCH_CHECK(cu.Check(cu.cuStreamEndCapture(stream.get(), &graph), "end capture"));
+    CUgraphExec exec;
+    auto instantiate_start = Clock::now();
+    BENCH_CHECK(cu.Check(cu.cuGraphInstantiate(&exec, graph, 0), "instantiate"));
+    const double instantiate_us = MicrosSince(instantiate_start);
+    cu.cuGraphUpload(exec, stream.get());
+    cu.cuGraphLaunch(exec, stream.get());
+    cu.cuStreamSynchronize(stream.get());
+    us.clear();
+    for (int rep = 0; rep < 20; ++rep) {
+      auto start = Clock::now();
+      cu.cuGraphLaunch(exec, stream.get());
+      cu.cuStreamSynchronize(stream.get());
+      us.push_back(MicrosSince(start) / nodes);
+    }
+    results->push_back(Summarize(
+        "cuda_graph_chain", us,
+        absl::StrFormat("%d-node captured graph, per node (instantiate %.1f ms)", nodes,
+                        instantiate_us / 1000)));
+    uint32_t count = 0;
+    cu.cuMemcpyDtoH(&count, counter_ptr, 4);
+    const uint32_t expected = 5u * chain + 21u * nodes;
+    if (count != expected) {
+      std::fprintf(stderr, "grosr_bench: baseline counter %u, expected %u\n", count, expected);
+      std::exit(1);
+    }
+    cu.cuGraphExecDestroy(exec);
+    cu.cuGraphDestroy(graph);
+  }
+  cu.cuDevicePrimaryCtxRelease(device);
+}
+
+// ---------------------------------------------------------------------------
+// GROSR
+// ---------------------------------------------------------------------------
+
+constexpr char kBenchTasks[] = R"grosr_src(
+#include <grosr/task.h>
+
+GROSR_TASK(noop, grosr::NoArgs) {}
+
+struct StepArgs { unsigned left; unsigned* steps; };
+// Dependent chain that stays on its warp.
+GROSR_TASK(chain_then, StepArgs) {
+  if (ctx.lane() == 0) *args.steps += 1;
+  if (args.left > 1) ctx.then(ctx.self(), StepArgs{args.left - 1, args.steps});
+}
+// Dependent chain through the device queue: each step is picked up by
+// whichever warp gets there first, usually on another SM.
+GROSR_TASK(chain_spawn, StepArgs) {
+  if (ctx.lane() == 0) {
+    atomicAdd(args.steps, 1u);
+    if (args.left > 1) {
+      while (!ctx.spawn(ctx.self(), StepArgs{args.left - 1, args.steps})) {}
+    }
+  }
+}
+struct TreeArgs { unsigned depth; unsigned width; unsigned long long* nodes; };
+GROSR_TASK(tree, TreeArgs) {
+  if (ctx.lane() == 0) atomicAdd(args.nodes, 1ull);
+  if (args.depth > 0 && ctx.lane() < args.width) {
+    while (!ctx.spawn(ctx.self(), TreeArgs{args.depth - 1, args.width, args.nodes})) {}
+  }
+}
+)grosr_src";
+
+struct StepArgs {
+  uint32_t left;
+  uint32_t* steps;
+};
+struct TreeArgs {
+  uint32_t depth, width;
+  uint64_t* nodes;
+};
+
+void RunGrosr(int pings, std::vector<Result>* results, DeviceInfo* info_out) {
+  std::unique_ptr<Runtime> runtime = Value(Runtime::Create(), "Runtime::Create");
+  *info_out = runtime->device_info();
+  Value(runtime->LoadSource("bench_tasks.cu", kBenchTasks), "load bench tasks");
+  const TaskId noop = Value(runtime->Find("noop"), "find");
+  const TaskId chain_then = Value(runtime->Find("chain_then"), "find");
+  const TaskId chain_spawn = Value(runtime->Find("chain_spawn"), "find");
+  const TaskId tree = Value(runtime->Find("tree"), "find");
+  CUdeviceptr counter = Value(runtime->AllocateDeviceMemory(8), "alloc");
+  BENCH_CHECK(runtime->Start());
+
+  // Host ping-pong: submit an empty task, wait for its completion record.
+  std::vector<double> us;
+  for (int i = 0; i < pings + 1000; ++i) {
+    auto start = Clock::now();
+    TaskHandle h = Value(runtime->Submit(noop, NoArgs{}), "submit");
+    BENCH_CHECK(runtime->Wait(h));
+    if (i >= 1000) us.push_back(MicrosSince(start));
+  }
+  results->push_back(Summarize("grosr_pingpong", us,
+                               "host Submit + Wait of an empty task (pinned ring, no launch)"));
+
+  auto run_chain = [&](TaskId task, uint32_t steps, const char* name, const char* note) {
+    std::vector<double> per_step;
+    for (int rep = 0; rep < 5; ++rep) {
+      uint32_t zero = 0;
+      BENCH_CHECK(runtime->CopyToDevice(counter, &zero, 4));
+      auto start = Clock::now();
+      TaskHandle h = Value(
+          runtime->Submit(task, StepArgs{steps, reinterpret_cast<uint32_t*>(counter)}), "submit");
+      BENCH_CHECK(runtime->Wait(h));
+      BENCH_CHECK(runtime->Drain());
+      per_step.push_back(MicrosSince(start) / steps);
+      uint32_t done = 0;
+      BENCH_CHECK(runtime->CopyFromDevice(&done, counter, 4));
+      if (done != steps) {
+        std::fprintf(stderr, "grosr_bench: %s ran %u of %u steps\n", name, done, steps);
+        std::exit(1);
+      }
+    }
+    results->push_back(Summarize(name, per_step, note));
+  };
+  run_chain(chain_then, 1000000, "grosr_chain_then",
+            "1M dependent steps, ctx.then (continuation on the warp), per step");
+  run_chain(chain_spawn, 100000, "grosr_chain_spawn",
+            "100k dependent steps, ctx.spawn through the device queue, per step");
+
+  // A spawned tree: width 32, depth 4 = 1 + 32 + 1024 + 32768 + 1048576.
+  {
+    const uint64_t expected = 1 + 32 + 1024 + 32768 + 1048576;
+    std::vector<double> rates;
+    for (int rep = 0; rep < 5; ++rep) {
+      uint64_t zero = 0;
+      BENCH_CHECK(runtime->CopyToDevice(counter, &zero, 8));
+      auto start = Clock::now();
+      Value(runtime->Submit(tree, TreeArgs{4, 32, reinterpret_cast<uint64_t*>(counter)},
+                            SubmitOptions{.track = false}),
+            "submit");
+      BENCH_CHECK(runtime->Drain());
+      const double seconds = MicrosSince(start) / 1e6;
+      uint64_t nodes = 0;
+      BENCH_CHECK(runtime->CopyFromDevice(&nodes, counter, 8));
+      if (nodes != expected) {
+        std::fprintf(stderr, "grosr_bench: tree ran %llu of %llu nodes\n",
+                     static_cast<unsigned long long>(nodes),
+                     static_cast<unsigned long long>(expected));
+        std::exit(1);
+      }
+      rates.push_back(static_cast<double>(expected) / seconds);
+    }
+    std::sort(rates.begin(), rates.end());
+    results->push_back(Single("grosr_spawn_tree", "tasks/s", rates[rates.size() / 2], rates.size(),
+                              "1.08M tasks spawned on the GPU (32-ary tree), median of 5"));
+  }
+
+  // Host batch submission: untracked empty tasks through the ring.
+  {
+    const size_t n = 1 << 20;
+    std::vector<TaskRequest> requests(n, TaskRequest::Make(noop, NoArgs{}));
+    std::vector<double> rates;
+    for (int rep = 0; rep < 3; ++rep) {
+      auto start = Clock::now();
+      BENCH_CHECK(runtime->SubmitBatch(requests));
+      BENCH_CHECK(runtime->Drain());
+      rates.push_back(static_cast<double>(n) / (MicrosSince(start) / 1e6));
+    }
+    std::sort(rates.begin(), rates.end());
+    results->push_back(Single("grosr_host_batch", "tasks/s", rates[rates.size() / 2], rates.size(),
+                              "1M empty tasks via SubmitBatch + Drain, median of 3"));
+    RuntimeStats stats = Value(runtime->Stats(), "stats");
+    for (const TaskStats& t : stats.tasks) {
+      if (t.id == noop && t.completed != t.submitted) {
+        std::fprintf(stderr, "grosr_bench: noop completed %llu of %llu\n",
+                     static_cast<unsigned long long>(t.completed),
+                     static_cast<unsigned long long>(t.submitted));
+        std::exit(1);
+      }
+    }
+  }
+  Value(runtime->Shutdown(), "shutdown");
+}
+
+std::string ToJson(const std::vector<Result>& results, const DeviceInfo& info,
+                   const std::string& driver) {
+  std::vector<std::string> items;
+  for (const Result& r : results) {
+    items.push_back(absl::StrFormat(
+        "    {\"name\": \"%s\", \"unit\": \"%s\", \"median\": %.6g, \"p99\": %.6g, "
+        "\"min\": %.6g, \"samples\": %d, \"note\": \"%s\"}",
+        r.name, r.unit, r.median, r.p99, r.min, r.samples, r.note));
+  }
+  return absl::StrFormat(
+      "{\n  \"device\": \"%s\", \"arch\": \"%s\", \"sms\": %d, \"driver\": \"%s\",\n"
+      "  \"grid\": \"%d blocks x %d warps\",\n  \"results\": [\n%s\n  ]\n}\n",
+      info.name, info.arch, info.sm_count, driver, info.blocks, info.warps_per_block,
+      absl::StrJoin(items, ",\n"));
+}
+
+int Main(int argc, char** argv) {
+  std::string json_path;
+  int pings = 20000;
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    if (a == "--json" && i + 1 < argc) {
+      json_path = argv[++i];
+    } else if (a == "--quick") {
+      pings = 2000;
+    } else {
+      std::fprintf(stderr, "usage: grosr_bench [--json FILE] [--quick]\n");
+      return 2;
+    }
+  }
+  absl::StatusOr<const CudaDriver*> driver = CudaDriver::Get();
+  int devices = 0;
+  if (!driver.ok() || (*driver)->cuInit(0) != CUDA_SUCCESS ||
+      (*driver)->cuDeviceGetCount(&devices) != CUDA_SUCCESS || devices == 0) {
+    std::fprintf(stderr, "grosr_bench: a CUDA GPU is required to run the benchmarks%s%s\n",
+                 driver.ok() ? "" : ": ",
+                 driver.ok() ? "" : std::string(driver.status().message()).c_str());
+    return 2;
+  }
+  std::unique_ptr<Compiler> compiler = Value(Compiler::Create({}), "compiler");
+  std::vector<Result> results;
+  RunBaselines(**driver, *compiler, DefaultArchitecture(), pings / 2, &results);
+  DeviceInfo info;
+  RunGrosr(pings, &results, &info);
+
+  std::printf("%s (%s, %d SMs), driver %s, GROSR grid %d x %d warps\n", info.name.c_str(),
+              info.arch.c_str(), info.sm_count, (*driver)->VersionString().c_str(), info.blocks,
+              info.warps_per_block);
+  std::printf("%-20s %14s %12s %12s  %s\n", "benchmark", "median", "p99", "min", "what");
+  for (const Result& r : results) {
+    if (r.unit == "us") {
+      std::printf("%-20s %11.3f us %9.3f us %9.3f us  %s\n", r.name.c_str(), r.median, r.p99,
+                  r.min, r.note.c_str());
+    } else {
+      std::printf("%-20s %10.3g %s %25s  %s\n", r.name.c_str(), r.median, r.unit.c_str(), "",
+                  r.note.c_str());
+    }
+  }
+  if (!json_path.empty()) {
+    std::ofstream(json_path) << ToJson(results, info, (*driver)->VersionString());
+    std::printf("wrote %s\n", json_path.c_str());
+  }
+  return 0;
+}
+
+}  // namespace
+}  // namespace grosr
+
+int main(int argc, char** argv) { return grosr::Main(argc, argv); }

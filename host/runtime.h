@@ -1,0 +1,389 @@
+// grosr::Runtime: the host side of GROSR.
+//
+// A Runtime owns one persistent scheduler kernel on one GPU. The host loads
+// task files (compiled at run time), starts the kernel once, then submits
+// tasks through a ring in pinned memory; tasks run on worker warps and spawn
+// more tasks on the GPU with no host involvement. The host waits for one
+// task, a group, or quiescence by reading pinned memory: no kernel launch
+// per task and no cuCtxSynchronize.
+//
+// Example:
+//   ASSIGN_OR_RETURN(auto runtime, grosr::Runtime::Create());
+//   ASSIGN_OR_RETURN(auto report, runtime->LoadFile("tasks/add.cu"));
+//   ASSIGN_OR_RETURN(grosr::TaskId add, runtime->Find("add"));
+//   RETURN_IF_ERROR(runtime->Start());
+//   ASSIGN_OR_RETURN(CUdeviceptr out, runtime->AllocateDeviceMemory(4));
+//   struct { int a, b; int* out; } args{2, 3, reinterpret_cast<int*>(out)};
+//   ASSIGN_OR_RETURN(grosr::TaskHandle handle, runtime->Submit(add, args));
+//   RETURN_IF_ERROR(runtime->Wait(handle));   // 5 is now in *out
+//   RETURN_IF_ERROR(runtime->Shutdown().status());
+//
+// Errors: every method returns absl::Status / StatusOr. A task that fails
+// (its own ctx.fail, an unknown id, arguments of the wrong size) makes its
+// Wait return an error naming the task; the scheduler goes on. A task that
+// traps or faults loses the CUDA context: every later call returns the same
+// error naming the task ids last dispatched. A task that runs past
+// `watchdog_deadline` is reported by the watchdog (stderr, Stats().hung).
+//
+// Thread safety: all methods may be called from any thread. Submissions are
+// serialised; waits do not block submissions.
+#ifndef GROSR_HOST_RUNTIME_H_
+#define GROSR_HOST_RUNTIME_H_
+
+#include <cuda.h>
+
+#include <atomic>
+#include <cstdint>
+#include <cstring>
+#include <map>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
+#include "absl/time/time.h"
+#include "absl/types/span.h"
+#include "grosr/descriptor.h"
+#include "grosr/scheduler_state.h"
+#include "grosr/task_context.h"
+#include "host/cuda_resources.h"
+#include "host/device_code.h"
+#include "jit/compiler.h"
+#include "jit/cuda_driver.h"
+
+namespace grosr {
+
+struct RuntimeOptions {
+  int device = 0;
+  // SMs the kernel covers; 0: all. 1 reproduces a single-SM scheduler.
+  int max_sms = 0;
+  int warps_per_block = 8;
+  // Resident blocks per SM; 0: as many as fit (occupancy API).
+  int blocks_per_sm = 0;
+  uint32_t queue_capacity = 1u << 20;      // device work queue slots
+  uint32_t ring_capacity = 1u << 14;       // host submission ring slots
+  uint32_t completion_capacity = 1u << 14; // tracked host tasks in flight
+  uint32_t group_capacity = 1024;
+  uint32_t table_capacity = 1024;          // task ids
+  uint32_t error_capacity = 4096;          // failures kept for RecentErrors
+  uint32_t stack_bytes = 4096;             // per thread, covers loaded tasks
+  int register_budget = 64;                // -maxrregcount, kernel and tasks
+  uint32_t idle_sleep_max_ns = 2000;       // idle worker backoff cap
+  uint32_t stop_check_interval = 64;       // continuations between stop checks
+  // A task running longer than this is reported; zero disables the watchdog.
+  absl::Duration watchdog_deadline = absl::Seconds(10);
+  absl::Duration watchdog_interval = absl::Milliseconds(100);
+  // How long Shutdown waits for the kernel to stop before giving up.
+  absl::Duration stop_timeout = absl::Seconds(10);
+  // Compile cache folder; empty: the default (see CompileCache).
+  std::string cache_dir;
+  // Extra include folders for tasks.
+  std::vector<std::string> include_dirs;
+};
+
+// A tracked host submission.
+struct TaskHandle {
+  uint64_t ticket = 0;
+  TaskId task = 0;
+};
+
+using GroupId = uint32_t;
+
+struct SubmitOptions {
+  // Completion group (from CreateGroup); 0: none.
+  GroupId group = 0;
+  // Track the task for Wait(handle). Untracked submissions are cheaper and
+  // are waited for through groups or Drain.
+  bool track = true;
+  // When the ring (or the tracked-task table) is full: wait this long for
+  // room, then return ResourceExhausted. Zero: fail at once.
+  absl::Duration wait_for_room = absl::Seconds(10);
+};
+
+// A submission for SubmitBatch.
+struct TaskRequest {
+  TaskId task = 0;
+  uint32_t arg_bytes = 0;
+  alignas(16) uint8_t args[kMaxInlineArgBytes] = {};
+
+  template <typename Args>
+  static TaskRequest Make(TaskId task, const Args& args) {
+    static_assert(sizeof(Args) <= kMaxInlineArgBytes, "arguments exceed 48 bytes");
+    TaskRequest request;
+    request.task = task;
+    request.arg_bytes = ArgBytesOf<Args>();  // 0 for NoArgs
+    std::memcpy(request.args, &args, request.arg_bytes);
+    return request;
+  }
+};
+
+struct LoadedTask {
+  std::string name;
+  TaskId id = 0;
+};
+
+struct LoadReport {
+  std::string source;
+  std::vector<LoadedTask> tasks;
+  absl::Duration compile_time;
+  absl::Duration link_time;
+  absl::Duration install_time;
+  bool from_cache = false;
+  std::string warnings;
+};
+
+struct DirectoryLoad {
+  std::vector<LoadReport> loaded;
+  std::vector<std::pair<std::string, absl::Status>> failed;  // path, error
+};
+
+struct DeviceInfo {
+  std::string name;
+  std::string arch;
+  std::string driver_version;
+  int sm_count = 0;
+  int clock_mhz = 0;
+  int memory_clock_mhz = 0;
+  int blocks = 0;
+  int warps_per_block = 0;
+  int workers = 0;  // worker warps (the control warp excluded)
+  uint32_t kernel_registers = 0;
+  size_t shared_bytes_per_block = 0;
+};
+
+struct TaskStats {
+  std::string name;
+  TaskId id = 0;
+  uint64_t submitted = 0;  // by the host
+  uint64_t spawned = 0;    // by other tasks
+  uint64_t completed = 0;
+  uint64_t failed = 0;
+};
+
+struct HungTask {
+  TaskId task = 0;
+  std::string name;
+  uint32_t warp = 0;
+  absl::Duration running_for;
+};
+
+struct RuntimeStats {
+  std::vector<TaskStats> tasks;   // one per loaded task
+  uint64_t invalid_dispatches = 0;// tasks whose id was out of range
+  int64_t queue_depth = 0;        // device queue
+  uint64_t ring_depth = 0;        // submitted, not yet taken by the GPU
+  uint32_t pending = 0;           // queued or running anywhere
+  uint64_t errors_reported = 0;
+  std::vector<HungTask> hung;     // running past the watchdog deadline
+};
+
+struct TaskError {
+  TaskId task = 0;
+  std::string name;
+  uint32_t code = 0;
+  uint64_t ticket = 0;  // low 32 bits of the handle's ticket; 0: untracked
+  uint32_t warp = 0;
+  std::string message;
+};
+
+struct ShutdownReport {
+  // Tasks that were queued, saved or held when the kernel stopped.
+  uint64_t tasks_abandoned = 0;
+  // Submissions still in the ring, never taken by the GPU.
+  uint64_t submissions_abandoned = 0;
+};
+
+class Runtime {
+ public:
+  // Compiles the scheduler kernel (cached on disk) and allocates its state.
+  // FailedPrecondition when there is no driver or GPU.
+  static absl::StatusOr<std::unique_ptr<Runtime>> Create(
+      RuntimeOptions options = {});
+  ~Runtime();
+  Runtime(const Runtime&) = delete;
+  Runtime& operator=(const Runtime&) = delete;
+
+  // Loading, before Start(). Each task of the source gets a new id.
+  absl::StatusOr<LoadReport> LoadFile(const std::string& path);
+  absl::StatusOr<LoadReport> LoadSource(const std::string& name,
+                                        const std::string& source);
+  // Every *.cu in `directory`, in name order. A file that fails is listed
+  // with its error and the others still load; an unreadable directory is an
+  // error.
+  absl::StatusOr<DirectoryLoad> LoadDirectory(const std::string& directory);
+  absl::StatusOr<TaskId> Find(absl::string_view name) const;
+  std::string NameOf(TaskId id) const;
+
+  // Launches the persistent kernel; returns once it is running.
+  absl::Status Start();
+
+  // Queues task `task` with `bytes` (<= 48) of arguments. The id and the
+  // argument size are checked on the GPU: a wrong one completes the task
+  // with an error that Wait() reports.
+  absl::StatusOr<TaskHandle> Submit(TaskId task, const void* args, size_t bytes,
+                                    const SubmitOptions& options = {});
+  template <typename Args>
+  absl::StatusOr<TaskHandle> Submit(TaskId task, const Args& args,
+                                    const SubmitOptions& options = {}) {
+    static_assert(sizeof(Args) <= kMaxInlineArgBytes, "arguments exceed 48 bytes");
+    return Submit(task, &args, ArgBytesOf<Args>(), options);
+  }
+  // Queues untracked submissions (wait with a group or Drain) at ring speed.
+  absl::Status SubmitBatch(absl::Span<const TaskRequest> requests,
+                           GroupId group = 0,
+                           absl::Duration wait_for_room = absl::Seconds(10));
+
+  // Groups: CreateGroup gives an id for SubmitOptions::group; every task a
+  // member spawns joins its group.
+  absl::StatusOr<GroupId> CreateGroup();
+  absl::Status ReleaseGroup(GroupId group);
+
+  // Waits until the task returned and so did the chain of continuations it
+  // handed its warp with ctx.then(); the status is the chain's first
+  // failure. Tasks it spawned are not waited for (use a group).
+  absl::Status Wait(const TaskHandle& handle,
+                    absl::Duration timeout = absl::InfiniteDuration());
+  // Waits until every task submitted to `group`, and all they spawned, ran.
+  absl::Status WaitGroup(GroupId group,
+                         absl::Duration timeout = absl::InfiniteDuration());
+  // Waits for quiescence: nothing queued or running anywhere.
+  absl::Status Drain(absl::Duration timeout = absl::InfiniteDuration());
+
+  absl::StatusOr<RuntimeStats> Stats();
+  // The most recent failures (up to error_capacity), oldest first.
+  absl::StatusOr<std::vector<TaskError>> RecentErrors();
+
+  // Waits up to `drain_timeout` for quiescence, stops the kernel at task
+  // boundaries and releases every resource. The report counts what never
+  // ran. A second call returns FailedPrecondition.
+  absl::StatusOr<ShutdownReport> Shutdown(
+      absl::Duration drain_timeout = absl::ZeroDuration());
+
+  // Device memory for task data. Allocation works while the kernel runs;
+  // freeing is deferred to Shutdown while it runs (the driver would block
+  // until the kernel exits).
+  absl::StatusOr<CUdeviceptr> AllocateDeviceMemory(size_t bytes);
+  absl::Status FreeDeviceMemory(CUdeviceptr pointer);
+  absl::Status CopyToDevice(CUdeviceptr to, const void* from, size_t bytes);
+  absl::Status CopyFromDevice(void* to, CUdeviceptr from, size_t bytes);
+
+  const DeviceInfo& device_info() const { return info_; }
+  const Compiler& compiler() const { return *compiler_; }
+  // OK, or the error that made the runtime unusable (context lost).
+  absl::Status health();
+
+ private:
+  enum class Phase { kCreated, kRunning, kShutDown };
+  struct TaskRecord {
+    std::string name;
+    TaskId id = 0;
+    uint32_t arg_bytes = 0;
+    std::atomic<uint64_t> submitted{0};
+  };
+  // Keeps Shutdown from freeing pinned memory under a waiting thread.
+  class WaiterScope;
+
+  explicit Runtime(RuntimeOptions options);
+  absl::Status Initialize();
+  absl::Status AllocateState();
+  absl::Status InstallTasks(const TaskModuleImage& image, CUmodule module,
+                            LoadReport* report) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // OK while the kernel runs (or before Start); the fatal error otherwise.
+  absl::Status PollKernel();
+  absl::Status SetFatal(absl::Status status);
+  absl::Status ContextLostError(CUresult result, absl::string_view what);
+  absl::Status TaskOutcome(uint32_t status, TaskId task, uint64_t ticket) const;
+  absl::Status WaitForRingRoom(uint64_t needed, absl::Duration wait_for_room)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::StatusOr<uint64_t> ClaimTicket(absl::Duration wait_for_room)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void WriteRing(const TaskDescriptor& descriptor) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status CheckGroup(GroupId group) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Polls `done` (tight, then yielding, then sleeping) until it holds or the
+  // timeout passes; checks the kernel's health about every millisecond.
+  template <typename Done>
+  absl::Status SpinUntil(Done done, absl::Duration timeout,
+                         absl::string_view what);
+  absl::Status WaitForWord(const uint64_t* snapshot, uint32_t roots,
+                           absl::Duration timeout, absl::string_view what);
+  void WatchdogLoop();
+  absl::StatusOr<std::vector<HungTask>> FindHungTasks();
+  std::string DescribeHung() ;
+  absl::Status CopyOut(void* to, CUdeviceptr from, size_t bytes, CUstream stream);
+  void ReleaseResources(bool context_lost);
+  void MakeCurrent() const;
+
+  const RuntimeOptions options_;
+  const CudaDriver* cu_ = nullptr;
+  CUdevice device_ = 0;
+  CUcontext context_ = nullptr;
+  bool context_retained_ = false;
+  DeviceInfo info_;
+  std::unique_ptr<Compiler> compiler_;
+  DeviceCodeTarget target_;
+  Module scheduler_module_;
+  CUfunction kernel_ = nullptr;
+  std::vector<Module> task_modules_;
+  Stream kernel_stream_;
+  Stream copy_stream_;
+  Stream watchdog_stream_;
+  DeviceMemory arena_;
+  PinnedMemory pinned_;
+  SchedulerState state_{};       // host copy, device addresses
+  CUdeviceptr state_device_ = 0;
+
+  // Host views of pinned memory.
+  HostShared* host_ = nullptr;
+  uint64_t* ring_sequence_ = nullptr;
+  TaskDescriptor* ring_ = nullptr;
+  CompletionRecord* completions_ = nullptr;
+  uint64_t* group_snapshots_ = nullptr;
+  uint32_t* last_task_ = nullptr;
+
+  mutable absl::Mutex mu_;
+  Phase phase_ ABSL_GUARDED_BY(mu_) = Phase::kCreated;
+  std::vector<std::unique_ptr<TaskRecord>> tasks_ ABSL_GUARDED_BY(mu_);  // [id]
+  absl::flat_hash_map<std::string, TaskId> by_name_ ABSL_GUARDED_BY(mu_);
+  uint64_t ring_tail_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t next_ticket_ ABSL_GUARDED_BY(mu_) = 1;
+  std::atomic<uint64_t> tickets_issued_{1};   // next_ticket_, for Wait's check
+  std::atomic<uint32_t> submitted_total_{0};  // wrapping, like the GPU's roots
+  std::unique_ptr<std::atomic<uint32_t>[]> group_roots_;   // [group_capacity]
+  std::unique_ptr<std::atomic<uint64_t>[]> slot_owner_;    // [completion_capacity]
+  std::vector<bool> group_in_use_ ABSL_GUARDED_BY(mu_);
+  std::vector<CUdeviceptr> user_allocations_ ABSL_GUARDED_BY(mu_);
+  std::vector<CUdeviceptr> deferred_frees_ ABSL_GUARDED_BY(mu_);
+
+  // Task names and argument sizes by id, for messages. Its own lock: error
+  // paths that name tasks run while mu_ is held.
+  mutable absl::Mutex names_mu_;
+  std::vector<std::string> names_ ABSL_GUARDED_BY(names_mu_);
+  std::vector<uint32_t> arg_bytes_ ABSL_GUARDED_BY(names_mu_);
+
+  // Failures of tracked tasks whose completion slot was reused, by ticket.
+  absl::Mutex retired_mu_;
+  std::map<uint64_t, uint32_t> retired_failures_ ABSL_GUARDED_BY(retired_mu_);
+
+  std::atomic<bool> running_{false};   // kernel launched and not stopping
+  std::atomic<bool> shut_down_{false};
+  std::atomic<int> waiters_{0};
+
+  absl::Mutex fatal_mu_;
+  absl::Status fatal_ ABSL_GUARDED_BY(fatal_mu_);
+  std::atomic<bool> failed_{false};
+
+  absl::Mutex watchdog_mu_;
+  std::vector<HungTask> hung_ ABSL_GUARDED_BY(watchdog_mu_);
+  absl::Notification watchdog_stop_;
+  std::thread watchdog_;
+};
+
+}  // namespace grosr
+
+#endif  // GROSR_HOST_RUNTIME_H_

@@ -1,0 +1,556 @@
+// The persistent scheduler on a real GPU: every result is checked against a
+// CPU reference in poisoned buffers, every task is counted exactly once.
+// Skips where there is no GPU (see gpu_test_support.h).
+#include <atomic>
+#include <numeric>
+#include <thread>
+
+#include "absl/strings/match.h"
+#include "gtest/gtest.h"
+#include "host/runtime.h"
+#include "tests/gpu_test_support.h"
+
+namespace grosr {
+namespace {
+
+using testing::DevicePointer;
+using testing::PoisonedBuffer;
+using testing::ReadBuffer;
+using testing::Scaled;
+
+constexpr uint32_t kPoison = 0xdeadbeefu;
+
+constexpr char kTestTasks[] = R"grosr_src(
+#include <grosr/task.h>
+
+struct RecordArgs { unsigned index; unsigned value; unsigned* out; unsigned* hits; };
+GROSR_TASK(record, RecordArgs) {
+  if (ctx.lane() == 0) {
+    args.out[args.index] = args.value * 2u + 1u;
+    atomicAdd(&args.hits[args.index], 1u);
+  }
+}
+
+struct FailArgs { unsigned code; };
+GROSR_TASK(fail_with, FailArgs) {
+  if (args.code != 0 && ctx.lane() == 5) ctx.fail(args.code);
+}
+
+// A chain: the plain increment proves the steps ran one after another.
+struct ChainArgs { unsigned left; unsigned* steps; };
+GROSR_TASK(chain, ChainArgs) {
+  if (ctx.lane() == 0) *args.steps += 1;
+  if (args.left > 1) ctx.then(ctx.self(), ChainArgs{args.left - 1, args.steps});
+}
+
+// A tree numbered heap-style: node i's children are i*width+1+lane.
+struct TreeArgs { unsigned depth; unsigned width; unsigned index; unsigned* hits; };
+GROSR_TASK(tree, TreeArgs) {
+  if (ctx.lane() == 0) atomicAdd(&args.hits[args.index], 1u);
+  if (args.depth == 0) return;
+  if (ctx.lane() < args.width) {
+    TreeArgs child{args.depth - 1, args.width, args.index * args.width + 1 + ctx.lane(),
+                   args.hits};
+    while (!ctx.spawn(ctx.self(), child)) {}
+  }
+}
+
+// Holds its warp until *flag becomes non-zero.
+struct SpinArgs { unsigned* flag; unsigned* started; };
+GROSR_TASK(spin_until, SpinArgs) {
+  if (ctx.lane() == 0) atomicAdd(args.started, 1u);
+  while (*(volatile unsigned*)args.flag == 0) __nanosleep(1000);
+}
+
+// Tries `rounds` warp-wide spawns of `mark`; records which were accepted.
+struct SpawnArgs { unsigned rounds; unsigned mark_id; unsigned* accepted; unsigned* hits; };
+struct MarkArgs { unsigned index; unsigned* hits; };
+GROSR_TASK(spawn_many, SpawnArgs) {
+  for (unsigned r = 0; r < args.rounds; ++r) {
+    unsigned index = r * 32 + ctx.lane();
+    bool ok = ctx.spawn(args.mark_id, MarkArgs{index, args.hits});
+    args.accepted[index] = ok ? 1u : 0u;
+  }
+}
+GROSR_TASK(mark, MarkArgs) {
+  if (ctx.lane() == 0) atomicAdd(&args.hits[args.index], 1u);
+}
+)grosr_src";
+
+struct RecordArgs {
+  uint32_t index, value;
+  uint32_t* out;
+  uint32_t* hits;
+};
+struct FailArgs {
+  uint32_t code;
+};
+struct ChainArgs {
+  uint32_t left;
+  uint32_t* steps;
+};
+struct TreeArgs {
+  uint32_t depth, width, index;
+  uint32_t* hits;
+};
+struct SpinArgs {
+  uint32_t* flag;
+  uint32_t* started;
+};
+struct SpawnArgs {
+  uint32_t rounds, mark_id;
+  uint32_t* accepted;
+  uint32_t* hits;
+};
+
+struct Ids {
+  TaskId record, fail_with, chain, tree, spin_until, spawn_many, mark;
+};
+
+// Loads the test tasks into `runtime`. Tests allocate their buffers before
+// Start(): compute-sanitizer only knows allocations made before a launch,
+// and the scheduler is launched once.
+Ids Load(Runtime& runtime) {
+  absl::StatusOr<LoadReport> report = runtime.LoadSource("test_tasks.cu", kTestTasks);
+  EXPECT_TRUE(report.ok()) << report.status();
+  EXPECT_EQ(report->tasks.size(), 7u);
+  auto id = [&](const char* name) {
+    absl::StatusOr<TaskId> found = runtime.Find(name);
+    EXPECT_TRUE(found.ok()) << found.status();
+    return found.ok() ? *found : 0;
+  };
+  return Ids{id("record"), id("fail_with"), id("chain"), id("tree"),
+             id("spin_until"), id("spawn_many"), id("mark")};
+}
+
+const TaskStats* StatsOf(const RuntimeStats& stats, TaskId id) {
+  for (const TaskStats& t : stats.tasks) {
+    if (t.id == id) return &t;
+  }
+  return nullptr;
+}
+
+void ExpectRecords(Runtime& runtime, CUdeviceptr out, CUdeviceptr hits, uint32_t n) {
+  std::vector<uint32_t> values = ReadBuffer<uint32_t>(runtime, out, n);
+  std::vector<uint32_t> counts = ReadBuffer<uint32_t>(runtime, hits, n);
+  uint64_t wrong = 0, not_once = 0;
+  for (uint32_t i = 0; i < n; ++i) {
+    if (values[i] != (i ^ 0x5a5a5a5au) * 2u + 1u) ++wrong;
+    if (counts[i] != 1) ++not_once;
+  }
+  EXPECT_EQ(wrong, 0u) << "tasks whose output differs from the CPU reference";
+  EXPECT_EQ(not_once, 0u) << "tasks that did not run exactly once";
+}
+
+TEST(GpuScheduler, DeviceInfoDescribesTheGrid) {
+  GROSR_RUNTIME_OR_SKIP(runtime, RuntimeOptions{});
+  const DeviceInfo& info = runtime->device_info();
+  EXPECT_GT(info.sm_count, 0);
+  EXPECT_GE(info.blocks, info.sm_count);
+  EXPECT_EQ(info.workers, info.blocks * info.warps_per_block - 1);
+  EXPECT_LE(info.kernel_registers, 64u);
+  std::printf("device: %s (%s), %d SMs; grid %d blocks x %d warps, kernel %u registers, "
+              "%zu B shared per block\n",
+              info.name.c_str(), info.arch.c_str(), info.sm_count, info.blocks,
+              info.warps_per_block, info.kernel_registers, info.shared_bytes_per_block);
+}
+
+TEST(GpuScheduler, HundredThousandSubmittedTasksMatchTheCpuReference) {
+  GROSR_RUNTIME_OR_SKIP(runtime, RuntimeOptions{});
+  Ids ids = Load(*runtime);
+  const uint32_t n = static_cast<uint32_t>(Scaled(100000));
+  CUdeviceptr out = PoisonedBuffer<uint32_t>(*runtime, n, kPoison);
+  CUdeviceptr hits = PoisonedBuffer<uint32_t>(*runtime, n, 0);
+  GROSR_ASSERT_OK(runtime->Start());
+  absl::StatusOr<GroupId> group = runtime->CreateGroup();
+  ASSERT_TRUE(group.ok());
+  std::vector<TaskRequest> requests;
+  for (uint32_t i = 0; i < n; ++i) {
+    requests.push_back(TaskRequest::Make(
+        ids.record, RecordArgs{i, i ^ 0x5a5a5a5au, DevicePointer<uint32_t>(out),
+                               DevicePointer<uint32_t>(hits)}));
+  }
+  GROSR_ASSERT_OK(runtime->SubmitBatch(requests, *group));
+  GROSR_ASSERT_OK(runtime->WaitGroup(*group, absl::Seconds(60)));
+  ExpectRecords(*runtime, out, hits, n);
+  absl::StatusOr<RuntimeStats> stats = runtime->Stats();
+  ASSERT_TRUE(stats.ok()) << stats.status();
+  const TaskStats* record = StatsOf(*stats, ids.record);
+  ASSERT_NE(record, nullptr);
+  EXPECT_EQ(record->submitted, n);
+  EXPECT_EQ(record->completed, n);
+  EXPECT_EQ(record->failed, 0u);
+  absl::StatusOr<ShutdownReport> report = runtime->Shutdown();
+  ASSERT_TRUE(report.ok()) << report.status();
+  EXPECT_EQ(report->tasks_abandoned, 0u);
+  EXPECT_EQ(report->submissions_abandoned, 0u);
+}
+
+TEST(GpuScheduler, TrackedSubmissionsFromManyThreadsEachRunOnce) {
+  RuntimeOptions options;
+  options.completion_capacity = 1024;  // forces slot reuse
+  GROSR_RUNTIME_OR_SKIP(runtime, options);
+  Ids ids = Load(*runtime);
+  constexpr int kThreads = 4;
+  const uint32_t per_thread = static_cast<uint32_t>(Scaled(5000));
+  const uint32_t n = per_thread * kThreads;
+  CUdeviceptr out = PoisonedBuffer<uint32_t>(*runtime, n, kPoison);
+  CUdeviceptr hits = PoisonedBuffer<uint32_t>(*runtime, n, 0);
+  GROSR_ASSERT_OK(runtime->Start());
+  std::atomic<int> failures{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      std::vector<TaskHandle> handles;
+      for (uint32_t k = 0; k < per_thread; ++k) {
+        const uint32_t i = t * per_thread + k;
+        absl::StatusOr<TaskHandle> h = runtime->Submit(
+            ids.record, RecordArgs{i, i ^ 0x5a5a5a5au, DevicePointer<uint32_t>(out),
+                                   DevicePointer<uint32_t>(hits)});
+        if (!h.ok()) { ++failures; continue; }
+        handles.push_back(*h);
+        // Every 16th waits at once (the ping-pong path); the others later,
+        // many after their slot was reused.
+        if (k % 16 == 0 && !runtime->Wait(*h, absl::Seconds(30)).ok()) ++failures;
+      }
+      for (const TaskHandle& h : handles) {
+        if (!runtime->Wait(h, absl::Seconds(30)).ok()) ++failures;
+      }
+    });
+  }
+  for (std::thread& t : threads) t.join();
+  EXPECT_EQ(failures.load(), 0);
+  GROSR_ASSERT_OK(runtime->Drain(absl::Seconds(30)));
+  ExpectRecords(*runtime, out, hits, n);
+}
+
+TEST(GpuScheduler, ContinuationChainRunsEveryStepInOrder) {
+  GROSR_RUNTIME_OR_SKIP(runtime, RuntimeOptions{});
+  Ids ids = Load(*runtime);
+  const uint32_t steps = static_cast<uint32_t>(Scaled(100000));
+  CUdeviceptr counter = PoisonedBuffer<uint32_t>(*runtime, 1, 0);
+  GROSR_ASSERT_OK(runtime->Start());
+  absl::StatusOr<TaskHandle> h =
+      runtime->Submit(ids.chain, ChainArgs{steps, DevicePointer<uint32_t>(counter)});
+  ASSERT_TRUE(h.ok()) << h.status();
+  // Waiting for the task waits for its whole chain of continuations.
+  GROSR_ASSERT_OK(runtime->Wait(*h, absl::Seconds(60)));
+  EXPECT_EQ(ReadBuffer<uint32_t>(*runtime, counter, 1)[0], steps);
+  // Back-to-back chains on a shared plain counter: each Wait covers its
+  // chain, so no increments race and none are lost.
+  const uint32_t runs = static_cast<uint32_t>(Scaled(200));
+  for (uint32_t r = 0; r < runs; ++r) {
+    absl::StatusOr<TaskHandle> next =
+        runtime->Submit(ids.chain, ChainArgs{100, DevicePointer<uint32_t>(counter)});
+    ASSERT_TRUE(next.ok());
+    GROSR_ASSERT_OK(runtime->Wait(*next, absl::Seconds(10)));
+  }
+  EXPECT_EQ(ReadBuffer<uint32_t>(*runtime, counter, 1)[0], steps + runs * 100);
+  absl::StatusOr<RuntimeStats> stats = runtime->Stats();
+  ASSERT_TRUE(stats.ok());
+  EXPECT_EQ(StatsOf(*stats, ids.chain)->completed, steps + runs * 100);
+  EXPECT_EQ(StatsOf(*stats, ids.chain)->submitted, 1u + runs);
+}
+
+TEST(GpuScheduler, DrainSeesEveryNodeOfASpawnedTree) {
+  GROSR_RUNTIME_OR_SKIP(runtime, RuntimeOptions{});
+  Ids ids = Load(*runtime);
+  // 8-ary tree, depth 6 (about 300k nodes); smaller when scaled down.
+  const uint32_t width = 8;
+  const uint32_t depth = Scaled(100) >= 100 ? 6 : 3;
+  uint64_t nodes = 0;
+  for (uint64_t level = 0, count = 1; level <= depth; ++level, count *= width) nodes += count;
+  CUdeviceptr hits = PoisonedBuffer<uint32_t>(*runtime, nodes, 0);
+  GROSR_ASSERT_OK(runtime->Start());
+  for (int round = 0; round < 3; ++round) {
+    absl::StatusOr<TaskHandle> root = runtime->Submit(
+        ids.tree, TreeArgs{depth, width, 0, DevicePointer<uint32_t>(hits)},
+        SubmitOptions{.track = false});
+    ASSERT_TRUE(root.ok()) << root.status();
+    // Drain must not return while tasks still spawn tasks: read at once.
+    GROSR_ASSERT_OK(runtime->Drain(absl::Seconds(60)));
+    std::vector<uint32_t> counts = ReadBuffer<uint32_t>(*runtime, hits, nodes);
+    uint64_t wrong = 0;
+    for (uint32_t c : counts) wrong += c != static_cast<uint32_t>(round + 1);
+    ASSERT_EQ(wrong, 0u) << "round " << round << ": nodes not run exactly once before Drain";
+  }
+  absl::StatusOr<RuntimeStats> stats = runtime->Stats();
+  ASSERT_TRUE(stats.ok());
+  EXPECT_EQ(StatsOf(*stats, ids.tree)->completed, 3 * nodes);
+  EXPECT_EQ(StatsOf(*stats, ids.tree)->spawned, 3 * (nodes - 1));
+  EXPECT_EQ(stats->pending, 0u);
+  EXPECT_EQ(stats->queue_depth, 0);
+}
+
+TEST(GpuScheduler, GroupsFinishIndependently) {
+  GROSR_RUNTIME_OR_SKIP(runtime, RuntimeOptions{});
+  Ids ids = Load(*runtime);
+  CUdeviceptr flag = PoisonedBuffer<uint32_t>(*runtime, 1, 0);
+  testing::ReleaseOnExit release_flag(*runtime, flag);
+  CUdeviceptr started = PoisonedBuffer<uint32_t>(*runtime, 1, 0);
+  const uint32_t n = 1000;
+  CUdeviceptr out = PoisonedBuffer<uint32_t>(*runtime, n, kPoison);
+  CUdeviceptr hits = PoisonedBuffer<uint32_t>(*runtime, n, 0);
+  GROSR_ASSERT_OK(runtime->Start());
+  absl::StatusOr<GroupId> slow = runtime->CreateGroup();
+  absl::StatusOr<GroupId> fast = runtime->CreateGroup();
+  ASSERT_TRUE(slow.ok() && fast.ok());
+  ASSERT_NE(*slow, *fast);
+  ASSERT_TRUE(runtime->Submit(ids.spin_until,
+                              SpinArgs{DevicePointer<uint32_t>(flag),
+                                       DevicePointer<uint32_t>(started)},
+                              SubmitOptions{.group = *slow, .track = false}).ok());
+  for (uint32_t i = 0; i < n; ++i) {
+    ASSERT_TRUE(runtime->Submit(ids.record,
+                                RecordArgs{i, i ^ 0x5a5a5a5au, DevicePointer<uint32_t>(out),
+                                           DevicePointer<uint32_t>(hits)},
+                                SubmitOptions{.group = *fast, .track = false}).ok());
+  }
+  GROSR_ASSERT_OK(runtime->WaitGroup(*fast, absl::Seconds(30)));
+  ExpectRecords(*runtime, out, hits, n);
+  absl::Status slow_wait = runtime->WaitGroup(*slow, absl::Milliseconds(50));
+  EXPECT_TRUE(absl::IsDeadlineExceeded(slow_wait)) << slow_wait;
+  EXPECT_TRUE(absl::IsDeadlineExceeded(runtime->Drain(absl::Milliseconds(20))));
+  uint32_t one = 1;
+  GROSR_ASSERT_OK(runtime->CopyToDevice(flag, &one, sizeof(one)));
+  GROSR_ASSERT_OK(runtime->WaitGroup(*slow, absl::Seconds(30)));
+  GROSR_ASSERT_OK(runtime->Drain(absl::Seconds(30)));
+  GROSR_ASSERT_OK(runtime->ReleaseGroup(*slow));
+  EXPECT_TRUE(absl::IsInvalidArgument(runtime->WaitGroup(*slow)));
+}
+
+TEST(GpuScheduler, BadSubmissionsFailClearlyAndTheRuntimeKeepsServing) {
+  GROSR_RUNTIME_OR_SKIP(runtime, RuntimeOptions{});
+  Ids ids = Load(*runtime);
+  CUdeviceptr out = PoisonedBuffer<uint32_t>(*runtime, 1, kPoison);
+  CUdeviceptr hits = PoisonedBuffer<uint32_t>(*runtime, 1, 0);
+  GROSR_ASSERT_OK(runtime->Start());
+  // Unknown ids: out of the table, and in it but empty.
+  absl::StatusOr<TaskHandle> unknown = runtime->Submit(100000, FailArgs{0});
+  absl::StatusOr<TaskHandle> empty = runtime->Submit(500, FailArgs{0});
+  // Wrong argument size for `record`.
+  absl::StatusOr<TaskHandle> bad_size = runtime->Submit(ids.record, FailArgs{0});
+  // A task's own failure.
+  absl::StatusOr<TaskHandle> failed = runtime->Submit(ids.fail_with, FailArgs{7});
+  absl::StatusOr<TaskHandle> fine = runtime->Submit(ids.fail_with, FailArgs{0});
+  ASSERT_TRUE(unknown.ok() && empty.ok() && bad_size.ok() && failed.ok() && fine.ok());
+
+  absl::Status s = runtime->Wait(*unknown, absl::Seconds(10));
+  EXPECT_TRUE(absl::IsNotFound(s)) << s;
+  EXPECT_TRUE(absl::StrContains(s.message(), "100000")) << s;
+  s = runtime->Wait(*empty, absl::Seconds(10));
+  EXPECT_TRUE(absl::IsNotFound(s)) << s;
+  s = runtime->Wait(*bad_size, absl::Seconds(10));
+  EXPECT_TRUE(absl::IsInvalidArgument(s)) << s;
+  EXPECT_TRUE(absl::StrContains(s.message(), "record")) << s;
+  EXPECT_TRUE(absl::StrContains(s.message(), "24 bytes")) << s;
+  s = runtime->Wait(*failed, absl::Seconds(10));
+  EXPECT_TRUE(absl::IsAborted(s)) << s;
+  EXPECT_TRUE(absl::StrContains(s.message(), "fail_with")) << s;
+  EXPECT_TRUE(absl::StrContains(s.message(), "code 7")) << s;
+  GROSR_ASSERT_OK(runtime->Wait(*fine, absl::Seconds(10)));
+
+  // Oversized arguments never reach the GPU.
+  char big[64] = {};
+  EXPECT_TRUE(absl::IsInvalidArgument(runtime->Submit(ids.record, big, sizeof(big)).status()));
+  // Loading after Start is refused (hot-loading is a separate feature).
+  EXPECT_TRUE(absl::IsFailedPrecondition(runtime->LoadSource("late.cu", kTestTasks).status()));
+
+  // Still serving.
+  absl::StatusOr<TaskHandle> ok = runtime->Submit(
+      ids.record, RecordArgs{0, 0x5a5a5a5au, DevicePointer<uint32_t>(out),
+                             DevicePointer<uint32_t>(hits)});
+  ASSERT_TRUE(ok.ok());
+  GROSR_ASSERT_OK(runtime->Wait(*ok, absl::Seconds(10)));
+  ExpectRecords(*runtime, out, hits, 1);
+
+  absl::StatusOr<std::vector<TaskError>> errors = runtime->RecentErrors();
+  ASSERT_TRUE(errors.ok());
+  ASSERT_EQ(errors->size(), 4u);
+  int unknown_errors = 0, size_errors = 0, own_errors = 0;
+  for (const TaskError& e : *errors) {
+    unknown_errors += e.code == kUnknownTask;
+    size_errors += e.code == kBadArguments;
+    own_errors += e.code == 7 && e.name == "fail_with";
+  }
+  EXPECT_EQ(unknown_errors, 2);
+  EXPECT_EQ(size_errors, 1);
+  EXPECT_EQ(own_errors, 1);
+  absl::StatusOr<RuntimeStats> stats = runtime->Stats();
+  ASSERT_TRUE(stats.ok());
+  EXPECT_EQ(stats->invalid_dispatches, 1u);
+  EXPECT_EQ(StatsOf(*stats, ids.fail_with)->failed, 1u);
+  EXPECT_EQ(StatsOf(*stats, ids.fail_with)->completed, 1u);
+  EXPECT_EQ(StatsOf(*stats, ids.record)->failed, 1u);
+}
+
+// One worker warp, a 64-slot queue: spawns beyond the queue's room fail and
+// say so; every accepted spawn runs exactly once, no refused one runs.
+TEST(GpuScheduler, SpawnIntoAFullQueueIsRefusedNotDropped) {
+  RuntimeOptions options;
+  options.max_sms = 1;
+  options.blocks_per_sm = 1;
+  options.warps_per_block = 2;
+  options.queue_capacity = 64;
+  GROSR_RUNTIME_OR_SKIP(runtime, options);
+  ASSERT_EQ(runtime->device_info().workers, 1);
+  Ids ids = Load(*runtime);
+  const uint32_t rounds = 8, n = rounds * 32;
+  CUdeviceptr accepted = PoisonedBuffer<uint32_t>(*runtime, n, kPoison);
+  CUdeviceptr hits = PoisonedBuffer<uint32_t>(*runtime, n, 0);
+  GROSR_ASSERT_OK(runtime->Start());
+  absl::StatusOr<TaskHandle> h = runtime->Submit(
+      ids.spawn_many, SpawnArgs{rounds, ids.mark, DevicePointer<uint32_t>(accepted),
+                                DevicePointer<uint32_t>(hits)});
+  ASSERT_TRUE(h.ok());
+  GROSR_ASSERT_OK(runtime->Wait(*h, absl::Seconds(10)));
+  GROSR_ASSERT_OK(runtime->Drain(absl::Seconds(10)));
+  std::vector<uint32_t> a = ReadBuffer<uint32_t>(*runtime, accepted, n);
+  std::vector<uint32_t> c = ReadBuffer<uint32_t>(*runtime, hits, n);
+  uint32_t accepted_count = 0, mismatches = 0;
+  for (uint32_t i = 0; i < n; ++i) {
+    ASSERT_NE(a[i], kPoison) << "spawn attempt " << i << " never reported";
+    accepted_count += a[i];
+    mismatches += a[i] != c[i];
+  }
+  EXPECT_EQ(accepted_count, 64u) << "the queue holds 64";
+  EXPECT_EQ(mismatches, 0u);
+}
+
+// The ring is full when the GPU cannot take more: a held worker, a full
+// queue. Waiting submits fill queue and ring exactly; then a zero-wait
+// submit says the ring is full. Nothing accepted is lost.
+TEST(GpuScheduler, FullSubmissionRingIsReportedAndNothingIsLost) {
+  RuntimeOptions options;
+  options.max_sms = 1;
+  options.blocks_per_sm = 1;
+  options.warps_per_block = 2;
+  options.queue_capacity = 64;
+  options.ring_capacity = 64;
+  GROSR_RUNTIME_OR_SKIP(runtime, options);
+  Ids ids = Load(*runtime);
+  CUdeviceptr flag = PoisonedBuffer<uint32_t>(*runtime, 1, 0);
+  testing::ReleaseOnExit release_flag(*runtime, flag);
+  CUdeviceptr started = PoisonedBuffer<uint32_t>(*runtime, 1, 0);
+  const uint32_t limit = 1000;
+  CUdeviceptr out = PoisonedBuffer<uint32_t>(*runtime, limit, kPoison);
+  CUdeviceptr hits = PoisonedBuffer<uint32_t>(*runtime, limit, 0);
+  GROSR_ASSERT_OK(runtime->Start());
+  ASSERT_TRUE(runtime->Submit(ids.spin_until, SpinArgs{DevicePointer<uint32_t>(flag),
+                                                      DevicePointer<uint32_t>(started)},
+                              SubmitOptions{.track = false}).ok());
+  while (ReadBuffer<uint32_t>(*runtime, started, 1)[0] == 0) std::this_thread::yield();
+  auto submit = [&](uint32_t i, absl::Duration wait) {
+    return runtime->Submit(ids.record,
+                           RecordArgs{i, i ^ 0x5a5a5a5au, DevicePointer<uint32_t>(out),
+                                      DevicePointer<uint32_t>(hits)},
+                           SubmitOptions{.track = false, .wait_for_room = wait})
+        .status();
+  };
+  uint32_t accepted = 0;
+  absl::Status refused;
+  for (; accepted < limit; ++accepted) {
+    // Long enough for the control warp to move what fits into the queue.
+    refused = submit(accepted, absl::Milliseconds(100));
+    if (!refused.ok()) break;
+  }
+  EXPECT_TRUE(absl::IsResourceExhausted(refused)) << refused;
+  EXPECT_TRUE(absl::StrContains(refused.message(), "ring")) << refused;
+  EXPECT_EQ(accepted, 64u + 64u) << "queue plus ring";
+  absl::Status at_once = submit(accepted, absl::ZeroDuration());
+  EXPECT_TRUE(absl::IsResourceExhausted(at_once)) << at_once;
+  uint32_t one = 1;
+  GROSR_ASSERT_OK(runtime->CopyToDevice(flag, &one, sizeof(one)));
+  GROSR_ASSERT_OK(runtime->Drain(absl::Seconds(10)));
+  ExpectRecords(*runtime, out, hits, accepted);
+}
+
+TEST(GpuScheduler, WatchdogNamesAHungTask) {
+  RuntimeOptions options;
+  options.watchdog_deadline = absl::Milliseconds(200);
+  options.watchdog_interval = absl::Milliseconds(20);
+  GROSR_RUNTIME_OR_SKIP(runtime, options);
+  Ids ids = Load(*runtime);
+  CUdeviceptr flag = PoisonedBuffer<uint32_t>(*runtime, 1, 0);
+  testing::ReleaseOnExit release_flag(*runtime, flag);
+  CUdeviceptr started = PoisonedBuffer<uint32_t>(*runtime, 1, 0);
+  GROSR_ASSERT_OK(runtime->Start());
+  absl::StatusOr<TaskHandle> h = runtime->Submit(
+      ids.spin_until,
+      SpinArgs{DevicePointer<uint32_t>(flag), DevicePointer<uint32_t>(started)});
+  ASSERT_TRUE(h.ok());
+  absl::SleepFor(absl::Milliseconds(500));
+  absl::StatusOr<RuntimeStats> stats = runtime->Stats();
+  ASSERT_TRUE(stats.ok());
+  ASSERT_EQ(stats->hung.size(), 1u);
+  EXPECT_EQ(stats->hung[0].name, "spin_until");
+  EXPECT_GE(stats->hung[0].running_for, absl::Milliseconds(200));
+  absl::Status waited = runtime->Wait(*h, absl::Milliseconds(100));
+  EXPECT_TRUE(absl::IsDeadlineExceeded(waited)) << waited;
+  EXPECT_TRUE(absl::StrContains(waited.message(), "spin_until")) << waited;
+  uint32_t one = 1;
+  GROSR_ASSERT_OK(runtime->CopyToDevice(flag, &one, sizeof(one)));
+  GROSR_ASSERT_OK(runtime->Wait(*h, absl::Seconds(10)));
+  absl::SleepFor(absl::Milliseconds(100));
+  stats = runtime->Stats();
+  ASSERT_TRUE(stats.ok());
+  EXPECT_TRUE(stats->hung.empty());
+}
+
+TEST(GpuScheduler, ShutdownStopsEndlessWorkAndReportsWhatNeverRan) {
+  RuntimeOptions options;
+  options.stop_timeout = absl::Seconds(5);
+  GROSR_RUNTIME_OR_SKIP(runtime, options);
+  Ids ids = Load(*runtime);
+  CUdeviceptr counter = PoisonedBuffer<uint32_t>(*runtime, 1, 0);
+  GROSR_ASSERT_OK(runtime->Start());
+  // An endless chain: it stops only because the scheduler saves it.
+  absl::StatusOr<TaskHandle> h = runtime->Submit(
+      ids.chain, ChainArgs{0xffffffffu, DevicePointer<uint32_t>(counter)});
+  ASSERT_TRUE(h.ok());
+  absl::SleepFor(absl::Milliseconds(20));
+  const absl::Time start = absl::Now();
+  absl::StatusOr<ShutdownReport> report = runtime->Shutdown();
+  ASSERT_TRUE(report.ok()) << report.status();
+  EXPECT_LT(absl::Now() - start, absl::Seconds(5));
+  EXPECT_EQ(report->tasks_abandoned, 1u);
+  EXPECT_TRUE(absl::IsFailedPrecondition(runtime->Shutdown().status()));
+  EXPECT_TRUE(absl::IsFailedPrecondition(runtime->Submit(ids.chain, ChainArgs{}).status()));
+  EXPECT_TRUE(absl::IsFailedPrecondition(runtime->Wait(*h)));
+}
+
+TEST(GpuScheduler, DestructorShutsDownARunningRuntime) {
+  for (int i = 0; i < 3; ++i) {
+    GROSR_RUNTIME_OR_SKIP(runtime, RuntimeOptions{});
+    Ids ids = Load(*runtime);
+    CUdeviceptr counter = PoisonedBuffer<uint32_t>(*runtime, 1, 0);
+    GROSR_ASSERT_OK(runtime->Start());
+    ASSERT_TRUE(runtime->Submit(ids.chain, ChainArgs{1000, DevicePointer<uint32_t>(counter)})
+                    .ok());
+    // No Shutdown: the destructor stops the kernel and frees everything.
+  }
+}
+
+TEST(GpuScheduler, SingleSmRuntimeServes) {
+  RuntimeOptions options;
+  options.max_sms = 1;
+  GROSR_RUNTIME_OR_SKIP(runtime, options);
+  EXPECT_LE(runtime->device_info().blocks, 32);
+  Ids ids = Load(*runtime);
+  const uint32_t n = static_cast<uint32_t>(Scaled(20000));
+  CUdeviceptr out = PoisonedBuffer<uint32_t>(*runtime, n, kPoison);
+  CUdeviceptr hits = PoisonedBuffer<uint32_t>(*runtime, n, 0);
+  GROSR_ASSERT_OK(runtime->Start());
+  std::vector<TaskRequest> requests;
+  for (uint32_t i = 0; i < n; ++i) {
+    requests.push_back(TaskRequest::Make(
+        ids.record, RecordArgs{i, i ^ 0x5a5a5a5au, DevicePointer<uint32_t>(out),
+                               DevicePointer<uint32_t>(hits)}));
+  }
+  GROSR_ASSERT_OK(runtime->SubmitBatch(requests));
+  GROSR_ASSERT_OK(runtime->Drain(absl::Seconds(60)));
+  ExpectRecords(*runtime, out, hits, n);
+}
+
+}  // namespace
+}  // namespace grosr

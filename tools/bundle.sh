@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Builds the GPU-side binaries with -c opt into bundle/ (git-ignored) for
+# the GPU machine, which has CUDA but no Bazel. Run there from the repo root:
+#   bundle/run_gpu_suite.sh [--sanitize]     # tests, logs under $OUT or /tmp
+set -euo pipefail
+cd "$(dirname "$0")/.."
+targets=(//tests:gpu_scheduler_test //tests:gpu_fault_test //tests:runtime_api_test
+         //jit:compiler_test //tests:device_code_test //host:grosr)
+[[ -e bench/BUILD.bazel ]] && targets+=(//bench:grosr_bench)
+# Static: the GPU machine has no Bazel tree to find shared libraries in.
+bazel build -c opt --dynamic_mode=off "${targets[@]}"
+rm -rf bundle && mkdir -p bundle/bin
+for t in "${targets[@]}"; do
+  path="bazel-bin/$(echo "${t#//}" | tr ':' '/')"
+  cp "$path" bundle/bin/
+done
+cp tools/run_gpu_suite.sh bundle/
+chmod -R u+w bundle
+du -sh bundle

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Runs the GPU test suite from a bundle (tools/bundle.sh) on a GPU machine,
+# from the repository root. Logs go to $OUT (the device tool's folder) or
+# /tmp/grosr-gpu. Prints one summary line per binary and a total.
+#   --sanitize   also run the scheduler tests under compute-sanitizer
+#                (memcheck, racecheck, synccheck) at a small scale
+set -uo pipefail
+logs="${OUT:-/tmp/grosr-gpu}"
+mkdir -p "$logs"
+export GROSR_REQUIRE_GPU=1
+export GROSR_CACHE_DIR="${GROSR_CACHE_DIR:-/tmp/grosr-cache}"
+passed=0; failed=0
+run() {  # name, command...
+  local name=$1; shift
+  local start=$SECONDS
+  if "$@" >"$logs/$name.log" 2>&1; then
+    passed=$((passed + 1)); echo "PASS $name ($((SECONDS - start)) s)"
+  else
+    failed=$((failed + 1)); echo "FAIL $name ($((SECONDS - start)) s)"
+    tail -40 "$logs/$name.log"
+  fi
+  grep -E "^\[  (PASSED|FAILED|SKIPPED) \]" "$logs/$name.log" | sed 's/^/    /'
+}
+nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee "$logs/gpu.txt"
+for t in gpu_scheduler_test gpu_fault_test runtime_api_test compiler_test device_code_test; do
+  run "$t" timeout 300 bundle/bin/$t
+done
+if [[ "${1:-}" == "--sanitize" ]]; then
+  cs=/usr/local/cuda/bin/compute-sanitizer
+  [[ -x $cs ]] || cs=compute-sanitizer
+  for tool in memcheck racecheck synccheck; do
+    run "sanitize_$tool" timeout 150 env GROSR_TEST_SCALE=0.01 "$cs" --tool "$tool" --error-exitcode 1 \
+      bundle/bin/gpu_scheduler_test \
+      --gtest_filter=*Hundred*:*Chain*:*Tree*:*BadSubmissions*:*SpawnInto*:*SingleSm*:*Shutdown*
+  done
+fi
+echo "$passed passed, $failed failed"
+[[ $failed -eq 0 ]]
