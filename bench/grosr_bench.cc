@@ -200,6 +200,16 @@ GROSR_TASK(chain_then, StepArgs) {
   if (ctx.lane() == 0) *args.steps += 1;
   if (args.left > 1) ctx.then(ctx.self(), StepArgs{args.left - 1, args.steps});
 }
+// The same chain with no memory traffic: the count travels in the
+// arguments and only the last step stores it. Measures dispatch alone.
+struct PureArgs { unsigned left; unsigned done; unsigned* steps; };
+GROSR_TASK(chain_pure, PureArgs) {
+  if (args.left > 1) {
+    ctx.then(ctx.self(), PureArgs{args.left - 1, args.done + 1, args.steps});
+  } else if (ctx.lane() == 0) {
+    *args.steps = args.done + 1;
+  }
+}
 // Dependent chain through the device queue: each step is picked up by
 // whichever warp gets there first, usually on another SM.
 GROSR_TASK(chain_spawn, StepArgs) {
@@ -223,6 +233,10 @@ struct StepArgs {
   uint32_t left;
   uint32_t* steps;
 };
+struct PureArgs {
+  uint32_t left, done;
+  uint32_t* steps;
+};
 struct TreeArgs {
   uint32_t depth, width;
   uint64_t* nodes;
@@ -235,6 +249,7 @@ void RunGrosr(int pings, std::vector<Result>* results, DeviceInfo* info_out) {
   const TaskId noop = Value(runtime->Find("noop"), "find");
   const TaskId chain_then = Value(runtime->Find("chain_then"), "find");
   const TaskId chain_spawn = Value(runtime->Find("chain_spawn"), "find");
+  const TaskId chain_pure = Value(runtime->Find("chain_pure"), "find");
   const TaskId tree = Value(runtime->Find("tree"), "find");
   CUdeviceptr counter = Value(runtime->AllocateDeviceMemory(8), "alloc");
   BENCH_CHECK(runtime->Start());
@@ -250,14 +265,17 @@ void RunGrosr(int pings, std::vector<Result>* results, DeviceInfo* info_out) {
   results->push_back(Summarize("grosr_pingpong", us,
                                "host Submit + Wait of an empty task (pinned ring, no launch)"));
 
-  auto run_chain = [&](TaskId task, uint32_t steps, const char* name, const char* note) {
+  auto run_chain = [&](TaskId task, uint32_t steps, const char* name, const char* note,
+                       bool pure = false) {
     std::vector<double> per_step;
     for (int rep = 0; rep < 5; ++rep) {
       uint32_t zero = 0;
       BENCH_CHECK(runtime->CopyToDevice(counter, &zero, 4));
       auto start = Clock::now();
-      TaskHandle h = Value(
-          runtime->Submit(task, StepArgs{steps, reinterpret_cast<uint32_t*>(counter)}), "submit");
+      auto* out = reinterpret_cast<uint32_t*>(counter);
+      TaskHandle h = Value(pure ? runtime->Submit(task, PureArgs{steps, 0, out})
+                                : runtime->Submit(task, StepArgs{steps, out}),
+                           "submit");
       BENCH_CHECK(runtime->Wait(h));
       BENCH_CHECK(runtime->Drain());
       per_step.push_back(MicrosSince(start) / steps);
@@ -272,6 +290,8 @@ void RunGrosr(int pings, std::vector<Result>* results, DeviceInfo* info_out) {
   };
   run_chain(chain_then, 1000000, "grosr_chain_then",
             "1M dependent steps, ctx.then (continuation on the warp), per step");
+  run_chain(chain_pure, 1000000, "grosr_chain_pure",
+            "1M dependent steps, ctx.then, no memory traffic in the task, per step", true);
   run_chain(chain_spawn, 100000, "grosr_chain_spawn",
             "100k dependent steps, ctx.spawn through the device queue, per step");
 

@@ -121,6 +121,9 @@ absl::StatusOr<SchedulerImage> BuildSchedulerImage(
   if (!unit.ok()) return unit.status();
   LinkOptions link;
   link.arch = target.arch;
+  // The link sums the call tree's registers into the kernel's count; the
+  // budget has to hold there too.
+  link.extra_options.push_back(absl::StrCat("-maxrregcount=", target.register_budget));
   absl::StatusOr<LinkedImage> image = compiler.Link({&*unit}, link);
   if (!image.ok()) return image.status();
   absl::StatusOr<CubinContents> contents = InspectCubin(image->cubin);

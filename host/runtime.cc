@@ -1006,7 +1006,7 @@ absl::StatusOr<RuntimeStats> Runtime::Stats() {
                      copy_stream_.get());
   }
   if (!copied.ok()) return copied;
-  stats.queue_depth = queue.available;
+  stats.queue_depth = std::max<int64_t>(queue.available, 0);  // negative: idle warps' claims
   stats.invalid_dispatches = scalars[0];
   stats.pending = PendingOf(scalars[1]);
   stats.errors_reported = scalars[2];
@@ -1051,7 +1051,7 @@ absl::StatusOr<std::vector<TaskError>> Runtime::RecentErrors() {
 // Watchdog
 // ---------------------------------------------------------------------------
 
-absl::StatusOr<std::vector<HungTask>> Runtime::FindHungTasks() {
+absl::StatusOr<std::vector<HungTask>> Runtime::FindHungTasks(absl::Duration deadline) {
   std::vector<WorkerHeartbeat> beats(state_.num_warps);
   if (absl::Status s = CopyOut(beats.data(), reinterpret_cast<CUdeviceptr>(state_.heartbeats),
                                beats.size() * sizeof(WorkerHeartbeat),
@@ -1059,21 +1059,30 @@ absl::StatusOr<std::vector<HungTask>> Runtime::FindHungTasks() {
       !s.ok()) {
     return s;
   }
-  // The control warp's clock, not the host's: both ends of the interval
-  // come from the same GPU timer.
-  const uint64_t now = SystemAtomic64(host_->gpu_clock_ns).load(kAcquire);
-  const int64_t limit = absl::ToInt64Nanoseconds(options_.watchdog_deadline);
+  // The GPU keeps no clock for this: a warp is hung when it stays busy
+  // with the same task (same sequence number) across host observations.
+  const absl::Time now = absl::Now();
+  watch_.resize(beats.size());
   std::vector<HungTask> hung;
   for (uint32_t w = 1; w < beats.size(); ++w) {
     const WorkerHeartbeat& b = beats[w];
-    if (b.busy == 0 || now <= b.started_ns) continue;
-    const int64_t running = static_cast<int64_t>(now - b.started_ns);
-    if (running < limit) continue;
+    WarpWatch& watch = watch_[w];
+    if (b.busy == 0) {
+      watch.since = absl::InfinitePast();
+      continue;
+    }
+    if (watch.since == absl::InfinitePast() || watch.sequence != b.sequence) {
+      watch.sequence = b.sequence;
+      watch.since = now;
+      continue;
+    }
+    const absl::Duration running = now - watch.since;
+    if (running < deadline) continue;
     HungTask h;
     h.task = b.task_id;
     h.name = NameOf(b.task_id);
     h.warp = w;
-    h.running_for = absl::Nanoseconds(running);
+    h.running_for = running;
     hung.push_back(std::move(h));
   }
   return hung;
@@ -1092,10 +1101,8 @@ std::string Runtime::DescribeHung() {
   for (const auto& [name, warps] : by_task) {
     parts.push_back(absl::StrCat(name, " on ", warps, " warp", warps == 1 ? "" : "s"));
   }
-  return absl::StrCat("tasks running past the watchdog deadline (",
-                      absl::FormatDuration(options_.watchdog_deadline), "): ",
-                      absl::StrJoin(parts, ", "), ", the longest for ",
-                      absl::FormatDuration(longest));
+  return absl::StrCat("tasks that have not returned: ", absl::StrJoin(parts, ", "),
+                      ", the longest for ", absl::FormatDuration(longest));
 }
 
 void Runtime::WatchdogLoop() {
@@ -1104,7 +1111,8 @@ void Runtime::WatchdogLoop() {
   while (!watchdog_stop_.WaitForNotificationWithTimeout(options_.watchdog_interval)) {
     if (failed_.load()) return;
     if (!PollKernel().ok()) return;
-    absl::StatusOr<std::vector<HungTask>> hung = FindHungTasks();
+    absl::MutexLock lock(&watchdog_mu_);
+    absl::StatusOr<std::vector<HungTask>> hung = FindHungTasks(options_.watchdog_deadline);
     if (!hung.ok()) return;
     for (const HungTask& h : *hung) {
       if (reported.emplace(std::make_pair(h.warp, h.task), true).second) {
@@ -1116,7 +1124,6 @@ void Runtime::WatchdogLoop() {
       }
     }
     if (hung->empty()) reported.clear();
-    absl::MutexLock lock(&watchdog_mu_);
     hung_ = std::move(*hung);
   }
 }
@@ -1199,7 +1206,11 @@ absl::StatusOr<ShutdownReport> Runtime::Shutdown(absl::Duration drain_timeout) {
       {
         absl::MutexLock lock(&watchdog_mu_);
         if (hung_.empty()) {
-          absl::StatusOr<std::vector<HungTask>> hung = FindHungTasks();
+          // No watchdog report yet: two looks 20 ms apart find the warps
+          // that stayed on one task.
+          (void)FindHungTasks(absl::ZeroDuration());
+          absl::SleepFor(absl::Milliseconds(20));
+          absl::StatusOr<std::vector<HungTask>> hung = FindHungTasks(absl::Milliseconds(20));
           if (hung.ok()) hung_ = *hung;
         }
       }

@@ -313,8 +313,11 @@ class Runtime {
   absl::Status WaitForWord(const uint64_t* snapshot, uint32_t roots,
                            absl::Duration timeout, absl::string_view what);
   void WatchdogLoop();
-  absl::StatusOr<std::vector<HungTask>> FindHungTasks();
-  std::string DescribeHung() ;
+  // Warps busy with the same task (same heartbeat sequence) for at least
+  // `deadline` of host time across calls.
+  absl::StatusOr<std::vector<HungTask>> FindHungTasks(absl::Duration deadline)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(watchdog_mu_);
+  std::string DescribeHung();
   absl::Status CopyOut(void* to, CUdeviceptr from, size_t bytes, CUstream stream);
   void ReleaseResources(bool context_lost);
   void MakeCurrent() const;
@@ -380,6 +383,11 @@ class Runtime {
 
   absl::Mutex watchdog_mu_;
   std::vector<HungTask> hung_ ABSL_GUARDED_BY(watchdog_mu_);
+  struct WarpWatch {
+    uint64_t sequence = 0;
+    absl::Time since = absl::InfinitePast();  // InfinitePast: not seen busy
+  };
+  std::vector<WarpWatch> watch_ ABSL_GUARDED_BY(watchdog_mu_);
   absl::Notification watchdog_stop_;
   std::thread watchdog_;
 };

@@ -38,8 +38,15 @@ namespace {
 
 constexpr unsigned kFullMask = 0xffffffffu;
 
+// Per-warp state in shared memory. What the worker loop keeps across a
+// task call lives here, not in registers: registers live across the
+// indirect call count against the kernel's budget.
 struct WarpScratch {
   TaskContext ctx;
+  uint64_t next_ticket;      // queue head tickets taken, not read yet:
+  uint32_t tickets;          //   [next_ticket, next_ticket + tickets)
+  TaskId last_published;     // last id written to last_task
+  uint64_t sequence;         // tasks started (heartbeat)
   TaskDescriptor continuation[2];
   TaskDescriptor batch[kBatch];
 };
@@ -145,14 +152,20 @@ __device__ void RunControl(const SchedulerState& s) {
   if (lane == 0) {
     SystemAtomic32(s.host->kernel_state).store(kKernelRunning, kRelaxed);
   }
-  for (;;) {
-    uint32_t command = 0;
-    if (lane == 0) {
-      command = SystemAtomic32(s.host->command).load(kRelaxed);
-      SystemAtomic64(s.host->gpu_clock_ns).store(GlobalTimerNs(), kRelaxed);
+  for (uint32_t round = 0;; ++round) {
+    // Every look at host memory is a PCIe round trip (~1 us): the command
+    // word is read every 64 rounds, the ring every round.
+    if (round % 64 == 0) {
+      uint32_t command = 0;
+      if (lane == 0) {
+        command = SystemAtomic32(s.host->command).load(kRelaxed);
+        if (round % 4096 == 0) {
+          SystemAtomic64(s.host->gpu_clock_ns).store(GlobalTimerNs(), kRelaxed);
+        }
+      }
+      command = __shfl_sync(kFullMask, command, 0);
+      if (command == kCommandStop) break;
     }
-    command = __shfl_sync(kFullMask, command, 0);
-    if (command == kCommandStop) break;
     uint32_t ingested;
     do {
       ingested = IngestSubmissions(s, &taken);
@@ -210,40 +223,72 @@ struct Tally {
   }
 };
 
-// Takes up to kBatch tasks from the queue into shared memory.
-__device__ uint32_t TakeBatch(const SchedulerState& s, WarpScratch* w) {
-  const unsigned lane = Lane();
-  uint32_t n = 0;
-  unsigned long long base = 0;
-  if (lane == 0) {
-    // Batch size follows queue depth: a full batch only when there are at
-    // least kBatch tasks per warp. A shallow queue is spread one or two
-    // tasks per warp, so a long-running task holds few others behind it
-    // (a batch runs in order on its warp).
-    const int64_t depth = DeviceAtomicS64(s.queue.counters->available).load(kRelaxed);
+// Takes queue head tickets for up to kBatch tasks, or, when the queue is
+// empty, a claim on the next task to come (one ticket). The warp then reads
+// the tickets as their tasks are published (ReadTickets): only it polls
+// those slots, so idle warps do not hammer the queue's counters.
+__device__ void TakeTickets(const SchedulerState& s, WarpScratch* w) {
+  if (Lane() == 0) {
+    // A full batch only when there are at least kBatch tasks per warp: a
+    // shallow queue is spread one or two tasks per warp, so a long task
+    // holds few others behind it (a batch runs in order on its warp).
+    const int64_t depth = s.queue.ApproximateDepth();
     const int64_t share = depth / static_cast<int64_t>(s.num_warps);
     const uint32_t most = share >= kBatch ? kBatch : (share < 1 ? 1u : static_cast<uint32_t>(share));
-    n = s.queue.TryReserveItems(most);
-    if (n > 0) base = s.queue.ClaimHeadTickets(n);
+    const uint32_t n = s.queue.ReserveOrClaim(most);
+    w->next_ticket = s.queue.ClaimHeadTickets(n);
+    w->tickets = n;
   }
-  n = __shfl_sync(kFullMask, n, 0);
-  if (n == 0) return 0;
-  base = __shfl_sync(kFullMask, base, 0);
-  for (uint32_t i = lane; i < n; i += 32) s.queue.Read(base + i, &w->batch[i]);
   __syncwarp();
-  if (lane == 0) s.queue.ReleaseSpace(n);
+}
+
+// Copies the published prefix of the warp's tickets into batch[]; returns
+// how many (0: the first is not published yet).
+__device__ uint32_t ReadTickets(const SchedulerState& s, WarpScratch* w) {
+  const unsigned lane = Lane();
+  const uint64_t first = w->next_ticket;
+  const uint32_t held = w->tickets;
+  const bool ready = lane < held && s.queue.IsReady(first + lane);
+  const unsigned mask = __ballot_sync(kFullMask, ready);
+  const uint32_t n = mask == kFullMask ? 32u : __ffs(~mask) - 1u;
+  if (lane < n) s.queue.TakeReady(first + lane, &w->batch[lane]);
+  __syncwarp();
+  if (n > 0 && lane == 0) {
+    s.queue.ReleaseSpace(n);
+    w->next_ticket = first + n;
+    w->tickets = held - n;
+  }
+  __syncwarp();
   return n;
 }
 
+// How long a waiting warp sleeps: in proportion to the tasks that must be
+// produced before its ticket, so the next in line polls every few tens of
+// nanoseconds and the rest of the idle grid stays quiet.
+__device__ uint32_t WaitBackoffNs(const SchedulerState& s, const WarpScratch* w) {
+  uint32_t ns = 0;
+  if (Lane() == 0) {
+    const uint64_t ahead = s.queue.ItemsAhead(w->next_ticket);
+    const uint64_t want = 32 + ahead * 64;
+    ns = want < s.idle_sleep_max_ns ? static_cast<uint32_t>(want) : s.idle_sleep_max_ns;
+  }
+  return __shfl_sync(kFullMask, ns, 0);
+}
+
 // Saves held work for the next launch. `items` are in shared memory.
-__device__ void SaveWork(const SchedulerState& s, uint32_t worker,
+// The warp's unread queue tickets go along: the next launch reads them.
+__device__ void SaveWork(const SchedulerState& s, uint32_t worker, const WarpScratch* w,
                          const TaskDescriptor* first, uint32_t count,
                          const TaskDescriptor* extra) {
   WorkerSave& save = s.saves[worker];
   const unsigned lane = Lane();
   for (uint32_t i = lane; i < count; i += 32) save.items[i] = first[i];
   if (extra != nullptr && lane == 0) save.items[count] = *extra;
-  if (lane == 0) save.count = count + (extra != nullptr ? 1 : 0);
+  if (lane == 0) {
+    save.count = count + (extra != nullptr ? 1 : 0);
+    save.tickets = w->tickets;
+    save.first_ticket = w->next_ticket;
+  }
   __syncwarp();
 }
 
@@ -272,7 +317,7 @@ __device__ void CompleteTicket(const SchedulerState& s, uint32_t ticket, uint32_
 // completion code. `next` receives a continuation if the task makes one.
 __device__ uint32_t Dispatch(const SchedulerState& s, WarpScratch* w,
                              const TaskDescriptor* task, TaskDescriptor* next,
-                             uint32_t worker, TaskId* last_published) {
+                             uint32_t worker) {
   const unsigned lane = Lane();
   const TaskId id = task->task_id;
   TaskEntry entry = nullptr;
@@ -290,11 +335,11 @@ __device__ uint32_t Dispatch(const SchedulerState& s, WarpScratch* w,
     w->ctx.has_next = 0;
     w->ctx.next = next;
     if (code == kTaskOk) {
-      s.heartbeats[worker] = WorkerHeartbeat{id, 1, GlobalTimerNs()};
-      if (id != *last_published) {
+      s.heartbeats[worker] = WorkerHeartbeat{id, 1, ++w->sequence};
+      if (id != w->last_published) {
         // Pinned: readable by the host even after a fault kills the context.
         SystemAtomic32(s.last_task[worker]).store(id, kRelaxed);
-        *last_published = id;
+        w->last_published = id;
       }
     }
   }
@@ -313,32 +358,42 @@ __device__ void RunWorker(const SchedulerState& s, WarpScratch* w, uint32_t work
     w->ctx.reserved = 0;
   }
   // Work saved by the previous launch comes first.
-  uint32_t count = s.saves[worker].count;
-  for (uint32_t i = lane; i < count; i += 32) w->batch[i] = s.saves[worker].items[i];
+  WorkerSave& save = s.saves[worker];
+  uint32_t count = save.count;
+  for (uint32_t i = lane; i < count; i += 32) w->batch[i] = save.items[i];
+  if (lane == 0) {
+    w->next_ticket = save.first_ticket;
+    w->tickets = save.tickets;
+    w->sequence = s.heartbeats[worker].sequence;
+    w->last_published = 0xffffffffu;
+    save.count = 0;
+    save.tickets = 0;
+  }
   __syncwarp();
-  if (lane == 0) s.saves[worker].count = 0;
 
   Tally tally;
-  TaskId last_published = 0xffffffffu;
   uint32_t position = 0;
-  uint32_t idle_ns = 0;
   bool idle_marked = false;
   for (;;) {
     if (position == count) {
       if (lane == 0) tally.Flush(s);
       position = 0;
-      count = StopRequested(s) ? 0 : TakeBatch(s, w);
-      if (count == 0) {
+      if (w->tickets == 0) {
         if (StopRequested(s)) break;
-        if (lane == 0 && !idle_marked) {
-          s.heartbeats[worker].busy = 0;
-          idle_marked = true;
+        TakeTickets(s, w);
+      }
+      count = ReadTickets(s, w);
+      if (count == 0) {
+        // Waiting for tasks owed to this warp's tickets.
+        if (StopRequested(s)) {
+          SaveWork(s, worker, w, nullptr, 0, nullptr);
+          break;
         }
-        idle_ns = idle_ns == 0 ? 32 : min(idle_ns * 2, s.idle_sleep_max_ns);
-        SpinPause(idle_ns);
+        if (lane == 0 && !idle_marked) s.heartbeats[worker].busy = 0;
+        idle_marked = true;
+        SpinPause(WaitBackoffNs(s, w));
         continue;
       }
-      idle_ns = 0;
       idle_marked = false;
     }
     const TaskDescriptor* current = &w->batch[position++];
@@ -348,7 +403,7 @@ __device__ void RunWorker(const SchedulerState& s, WarpScratch* w, uint32_t work
     uint32_t chain_status = kTaskOk;
     for (uint32_t chain = 1;; ++chain) {
       TaskDescriptor* next = &w->continuation[flip];
-      uint32_t status = Dispatch(s, w, current, next, worker, &last_published);
+      uint32_t status = Dispatch(s, w, current, next, worker);
       if (chain_status == kTaskOk) chain_status = status;
       const bool has_next = w->ctx.has_next != 0;
       if (lane == 0) {
@@ -357,7 +412,10 @@ __device__ void RunWorker(const SchedulerState& s, WarpScratch* w, uint32_t work
         if (has_next) {
           next->ticket = current->ticket;
         } else {
-          if (current->ticket != 0) CompleteTicket(s, current->ticket, chain_status);
+          if (current->ticket != 0) {
+            tally.FlushStats(s);  // Stats() after Wait() counts this task
+            CompleteTicket(s, current->ticket, chain_status);
+          }
           tally.CountFinished(s, current->group);
         }
       }
@@ -369,7 +427,7 @@ __device__ void RunWorker(const SchedulerState& s, WarpScratch* w, uint32_t work
       flip ^= 1;
       if (chain % s.stop_check_interval == 0 && StopRequested(s)) {
         __syncwarp();
-        SaveWork(s, worker, &w->batch[position], count - position, current);
+        SaveWork(s, worker, w, &w->batch[position], count - position, current);
         if (lane == 0) {
           tally.Flush(s);
           s.heartbeats[worker].busy = 0;
@@ -378,7 +436,7 @@ __device__ void RunWorker(const SchedulerState& s, WarpScratch* w, uint32_t work
       }
     }
     if (position < count && position % 8 == 0 && StopRequested(s)) {
-      SaveWork(s, worker, &w->batch[position], count - position, nullptr);
+      SaveWork(s, worker, w, &w->batch[position], count - position, nullptr);
       break;
     }
   }

@@ -210,5 +210,100 @@ TEST(WorkQueueTest, ExactlyOnceWhenConsumersAlsoProduce) {
   }
 }
 
+// Consumers that claim future items when the queue is empty, as idle warps
+// do: every item still arrives exactly once, claims and reservations mixed.
+TEST(WorkQueueTest, ClaimsReceiveEveryItemExactlyOnce) {
+  constexpr uint32_t kCapacity = 64, kProducers = 3, kConsumers = 5, kPerProducer = 20000;
+  HostQueue host(kCapacity);
+  const WorkQueue& q = host.queue();
+  const uint64_t total = uint64_t{kPerProducer} * kProducers;
+  std::vector<std::atomic<uint32_t>> seen(total);
+  std::atomic<uint64_t> consumed{0};
+  std::atomic<uint64_t> claims_served{0};
+  std::vector<std::thread> threads;
+  for (uint32_t p = 0; p < kProducers; ++p) {
+    threads.emplace_back([&, p] {
+      std::mt19937 random(p);
+      TaskDescriptor batch[32];
+      for (uint32_t next = 0; next < kPerProducer;) {
+        uint32_t n = std::min<uint32_t>(1 + random() % 8, kPerProducer - next);
+        for (uint32_t i = 0; i < n; ++i) batch[i] = Item(p, next + i);
+        if (PushBatch(q, batch, n)) next += n;
+        else std::this_thread::yield();
+        if (random() % 16 == 0) std::this_thread::yield();  // let the queue run dry
+      }
+    });
+  }
+  auto record = [&](const TaskDescriptor& item) {
+    uint32_t index, producer;
+    std::memcpy(&index, item.args, 4);
+    std::memcpy(&producer, item.args + 4, 4);
+    seen[uint64_t{producer} * kPerProducer + index].fetch_add(1);
+  };
+  for (uint32_t c = 0; c < kConsumers; ++c) {
+    threads.emplace_back([&, c] {
+      std::mt19937 random(100 + c);
+      TaskDescriptor batch[32];
+      while (consumed.load() < total) {
+        const bool empty = q.ApproximateDepth() <= 0;
+        const uint32_t n = q.ReserveOrClaim(1 + random() % 32);
+        const uint64_t base = q.ClaimHeadTickets(n);
+        // Read the tickets as their items arrive, in any order; give up
+        // only once everything arrived (an unserved claim at the end is an
+        // idle warp at shutdown).
+        std::vector<bool> done(n, false);
+        for (uint32_t left = n; left > 0;) {
+          uint32_t got = 0;
+          for (uint32_t i = 0; i < n; ++i) {
+            if (!done[i] && q.TryRead(base + i, &batch[0])) {
+              done[i] = true;
+              record(batch[0]);
+              ++got;
+            }
+          }
+          if (got > 0) {
+            q.ReleaseSpace(got);
+            consumed.fetch_add(got);
+            if (empty) claims_served.fetch_add(got);
+            left -= got;
+            continue;
+          }
+          if (consumed.load() >= total) return;
+          std::this_thread::yield();
+        }
+      }
+    });
+  }
+  for (std::thread& thread : threads) thread.join();
+  EXPECT_EQ(consumed.load(), total);
+  uint64_t wrong = 0;
+  for (uint64_t i = 0; i < total; ++i) wrong += seen[i].load() != 1;
+  EXPECT_EQ(wrong, 0u) << "items delivered other than exactly once";
+  EXPECT_GT(claims_served.load(), 0u) << "the test never exercised a claim";
+  EXPECT_EQ(q.counters->free_slots, static_cast<int64_t>(kCapacity));
+}
+
+TEST(WorkQueueTest, AClaimIsServedByTheNextItem) {
+  HostQueue host(8);
+  const WorkQueue& q = host.queue();
+  ASSERT_EQ(q.ReserveOrClaim(4), 1u);
+  uint64_t ticket = q.ClaimHeadTickets(1);
+  EXPECT_EQ(q.ApproximateDepth(), -1);
+  TaskDescriptor out{};
+  EXPECT_FALSE(q.TryRead(ticket, &out));
+  EXPECT_EQ(q.ItemsAhead(ticket), 0u);
+  TaskDescriptor item = Item(7, 42);
+  ASSERT_TRUE(PushBatch(q, &item, 1));
+  EXPECT_EQ(q.ApproximateDepth(), 0) << "the item is owed to the claim";
+  EXPECT_EQ(PopBatch(q, &out, 1), 0u) << "nobody else may take it";
+  ASSERT_TRUE(q.TryRead(ticket, &out));
+  q.ReleaseSpace(1);
+  EXPECT_EQ(out.task_id, 7u);
+  // With items available, ReserveOrClaim reserves up to `most` of them.
+  TaskDescriptor items[3] = {Item(1, 0), Item(1, 1), Item(1, 2)};
+  ASSERT_TRUE(PushBatch(q, items, 3));
+  EXPECT_EQ(q.ReserveOrClaim(8), 3u);
+}
+
 }  // namespace
 }  // namespace grosr

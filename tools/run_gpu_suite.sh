@@ -2,8 +2,9 @@
 # Runs the GPU test suite from a bundle (tools/bundle.sh) on a GPU machine,
 # from the repository root. Logs go to $OUT (the device tool's folder) or
 # /tmp/grosr-gpu. Prints one summary line per binary and a total.
-#   --sanitize   also run the scheduler tests under compute-sanitizer
-#                (memcheck, racecheck, synccheck) at a small scale
+#   --sanitize   also run the scheduler tests under compute-sanitizer at a
+#                small scale; GROSR_SANITIZE_TOOLS picks the tools (default
+#                "memcheck racecheck synccheck"), GROSR_SANITIZE_FILTER the tests
 set -uo pipefail
 logs="${OUT:-/tmp/grosr-gpu}"
 mkdir -p "$logs"
@@ -28,10 +29,10 @@ done
 if [[ "${1:-}" == "--sanitize" ]]; then
   cs=/usr/local/cuda/bin/compute-sanitizer
   [[ -x $cs ]] || cs=compute-sanitizer
-  for tool in memcheck racecheck synccheck; do
+  for tool in ${GROSR_SANITIZE_TOOLS:-memcheck racecheck synccheck}; do
     run "sanitize_$tool" timeout 150 env GROSR_TEST_SCALE=0.01 "$cs" --tool "$tool" --error-exitcode 1 \
       bundle/bin/gpu_scheduler_test \
-      --gtest_filter=*Hundred*:*Chain*:*Tree*:*BadSubmissions*:*SpawnInto*:*SingleSm*:*Shutdown*
+      --gtest_filter="${GROSR_SANITIZE_FILTER:-*Hundred*:*Chain*:*Tree*:*BadSubmissions*:*SpawnInto*:*SingleSm*:*Shutdown*}"
   done
 fi
 echo "$passed passed, $failed failed"

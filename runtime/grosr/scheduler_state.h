@@ -41,16 +41,19 @@ struct CompletionRecord {
 };
 
 // Worker state the host reads (device memory, copied out by the watchdog).
+// No clock on the GPU side: the host watchdog times how long `sequence`
+// stays the same while `busy` is set.
 struct alignas(16) WorkerHeartbeat {
   TaskId task_id;        // task running, or last run
   uint32_t busy;         // 1 while running task_id
-  uint64_t started_ns;   // GPU global timer when it started
+  uint64_t sequence;     // tasks this warp has started, ever
 };
 
 // Work a warp held when the kernel stopped: restored by the next launch.
 struct WorkerSave {
-  uint32_t count;
-  uint32_t reserved[3];
+  uint32_t count;        // items held
+  uint32_t tickets;      // queue head tickets taken, not read yet
+  uint64_t first_ticket; // the first of them
   TaskDescriptor items[kBatch + 1];
 };
 

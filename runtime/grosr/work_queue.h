@@ -31,6 +31,9 @@
 //    on an empty or full queue. Once reserved, a write or read may wait
 //    briefly for a producer or consumer that is mid-operation on that slot.
 //  - Items are delivered in ticket order per slot, roughly FIFO overall.
+//  - A claim (ReserveOrClaim) is served by the next item produced that no
+//    earlier claim or reservation is owed: claims are served in the order
+//    their head tickets were taken.
 //
 // Memory ordering: the sequence words carry all synchronisation (release on
 // publish and on release of a slot, acquire before reading or reusing one):
@@ -166,12 +169,65 @@ struct WorkQueue {
     turn.store(ticket + capacity, kRelease);
   }
 
+  // --- consumers that wait: claims ---------------------------------------
+  // A consumer that finds the queue empty can claim the next item to come
+  // instead of polling the counters: `available` then goes below zero (minus
+  // the claims waiting), the claimant takes one head ticket and polls that
+  // slot alone. Each produced item thus goes to exactly one waiting
+  // consumer, with no contended atomic on the way: no thundering herd of
+  // idle warps on one counter when a single task is spawned.
+  //
+  // Reserves up to `most` available items, or, when none are available, one
+  // future item; returns how many (>= 1). The caller then takes that many
+  // head tickets with ClaimHeadTickets. Because reservations and claims race
+  // for head tickets, any ticket so taken may belong to an item not yet
+  // produced: read them with IsReady/TakeReady (never blocking), in any
+  // order, each exactly once, then ReleaseSpace.
+  GROSR_HD uint32_t ReserveOrClaim(uint32_t most) const {
+    DeviceAtomicS64 available(counters->available);
+    const int64_t seen = available.load(kRelaxed);
+    const int64_t want = seen > 1 ? (seen < static_cast<int64_t>(most) ? seen : most) : 1;
+    const int64_t before = available.fetch_sub(want, kRelaxed);
+    int64_t got = before >= want ? want : (before > 0 ? before : 0);
+    if (got == 0) got = 1;  // keep one unit: a claim on the next item
+    if (got < want) available.fetch_add(want - got, kRelaxed);
+    return static_cast<uint32_t>(got);
+  }
+
+  // True when the item of a taken ticket has been published.
+  GROSR_HD bool IsReady(uint64_t ticket) const {
+    return DeviceAtomic64(sequence[ticket & (capacity - 1)]).load(kAcquire) == ticket + 1;
+  }
+
+  // Copies out the item of a taken ticket that IsReady said is published,
+  // and frees its slot for the producer of ticket + capacity.
+  GROSR_HD void TakeReady(uint64_t ticket, TaskDescriptor* item) const {
+    uint64_t slot = ticket & (capacity - 1);
+    Copy16(item, &slots[slot], sizeof(TaskDescriptor));
+    DeviceAtomic64(sequence[slot]).store(ticket + capacity, kRelease);
+  }
+
+  // IsReady then TakeReady: false (nothing changed) if not yet published.
+  GROSR_HD bool TryRead(uint64_t ticket, TaskDescriptor* item) const {
+    if (!IsReady(ticket)) return false;
+    TakeReady(ticket, item);
+    return true;
+  }
+
+  // How many items must be produced before `ticket`'s (0: it is next or
+  // being written). Waiters sleep in proportion.
+  GROSR_HD uint64_t ItemsAhead(uint64_t ticket) const {
+    uint64_t tail = DeviceAtomic64(counters->tail).load(kRelaxed);
+    return ticket > tail ? ticket - tail : 0;
+  }
+
   // Returns `n` read slots to producers.
   GROSR_HD void ReleaseSpace(uint32_t n) const {
     DeviceAtomicS64(counters->free_slots).fetch_add(n, kRelaxed);
   }
 
-  // Items published or being published and not yet taken (a snapshot).
+  // Items published or being published and not yet taken (a snapshot);
+  // negative: that many consumers hold claims and wait.
   GROSR_HD int64_t ApproximateDepth() const {
     return DeviceAtomicS64(counters->available).load(kRelaxed);
   }
