@@ -378,7 +378,9 @@ __device__ void RunWorker(const SchedulerState& s, WarpScratch* w, uint32_t work
     if (position == count) {
       if (lane == 0) tally.Flush(s);
       position = 0;
-      if (w->tickets == 0) {
+      const bool need_tickets = w->tickets == 0;
+      __syncwarp();  // every lane has read w before lane 0 rewrites it
+      if (need_tickets) {
         if (StopRequested(s)) break;
         TakeTickets(s, w);
       }
