@@ -384,9 +384,9 @@ int Main(int argc, char** argv) {
   int devices = 0;
   if (!driver.ok() || (*driver)->cuInit(0) != CUDA_SUCCESS ||
       (*driver)->cuDeviceGetCount(&devices) != CUDA_SUCCESS || devices == 0) {
-    std::fprintf(stderr, "grosr_bench: a CUDA GPU is required to run the benchmarks%s%s\n",
-                 driver.ok() ? "" : ": ",
-                 driver.ok() ? "" : std::string(driver.status().message()).c_str());
+    std::fprintf(stderr, "grosr_bench: %s\n",
+                 driver.ok() ? "a CUDA GPU is required to run the benchmarks: no device found"
+                             : std::string(driver.status().message()).c_str());
     return 2;
   }
   std::unique_ptr<Compiler> compiler = Value(Compiler::Create({}), "compiler");

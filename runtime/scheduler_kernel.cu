@@ -190,7 +190,10 @@ struct Tally {
   uint32_t completed = 0;
   uint32_t failed = 0;
 
+  // Statistics go first: a host that sees the group finish (the release in
+  // Finish) then reads statistics that count every task of it.
   __device__ void FlushFinished(const SchedulerState& s) {
+    FlushStats(s);
     s.completion.Finish(finished_group, finished);
     finished = 0;
   }
@@ -203,10 +206,7 @@ struct Tally {
     }
     completed = failed = 0;
   }
-  __device__ void Flush(const SchedulerState& s) {
-    FlushFinished(s);
-    FlushStats(s);
-  }
+  __device__ void Flush(const SchedulerState& s) { FlushFinished(s); }
   __device__ void CountOutcome(const SchedulerState& s, TaskId id, uint32_t status) {
     if (id != stats_id) {
       FlushStats(s);

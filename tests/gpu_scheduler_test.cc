@@ -43,6 +43,16 @@ GROSR_TASK(chain, ChainArgs) {
   if (args.left > 1) ctx.then(ctx.self(), ChainArgs{args.left - 1, args.steps});
 }
 
+// A chain through the device queue: each step spawns its successor.
+GROSR_TASK(spawn_chain, ChainArgs) {
+  if (ctx.lane() == 0) {
+    *args.steps += 1;  // plain: the steps must run one after another
+    if (args.left > 1) {
+      while (!ctx.spawn(ctx.self(), ChainArgs{args.left - 1, args.steps})) {}
+    }
+  }
+}
+
 // A tree numbered heap-style: node i's children are i*width+1+lane.
 struct TreeArgs { unsigned depth; unsigned width; unsigned index; unsigned* hits; };
 GROSR_TASK(tree, TreeArgs) {
@@ -104,7 +114,7 @@ struct SpawnArgs {
 };
 
 struct Ids {
-  TaskId record, fail_with, chain, tree, spin_until, spawn_many, mark;
+  TaskId record, fail_with, chain, tree, spin_until, spawn_many, mark, spawn_chain;
 };
 
 // Loads the test tasks into `runtime`. Tests allocate their buffers before
@@ -113,14 +123,14 @@ struct Ids {
 Ids Load(Runtime& runtime) {
   absl::StatusOr<LoadReport> report = runtime.LoadSource("test_tasks.cu", kTestTasks);
   EXPECT_TRUE(report.ok()) << report.status();
-  EXPECT_EQ(report->tasks.size(), 7u);
+  EXPECT_EQ(report->tasks.size(), 8u);
   auto id = [&](const char* name) {
     absl::StatusOr<TaskId> found = runtime.Find(name);
     EXPECT_TRUE(found.ok()) << found.status();
     return found.ok() ? *found : 0;
   };
   return Ids{id("record"), id("fail_with"), id("chain"), id("tree"),
-             id("spin_until"), id("spawn_many"), id("mark")};
+             id("spin_until"), id("spawn_many"), id("mark"), id("spawn_chain")};
 }
 
 const TaskStats* StatsOf(const RuntimeStats& stats, TaskId id) {
@@ -250,6 +260,26 @@ TEST(GpuScheduler, ContinuationChainRunsEveryStepInOrder) {
   ASSERT_TRUE(stats.ok());
   EXPECT_EQ(StatsOf(*stats, ids.chain)->completed, steps + runs * 100);
   EXPECT_EQ(StatsOf(*stats, ids.chain)->submitted, 1u + runs);
+}
+
+TEST(GpuScheduler, HundredThousandStepChainThroughTheQueue) {
+  GROSR_RUNTIME_OR_SKIP(runtime, RuntimeOptions{});
+  Ids ids = Load(*runtime);
+  const uint32_t steps = static_cast<uint32_t>(Scaled(100000));
+  CUdeviceptr counter = PoisonedBuffer<uint32_t>(*runtime, 1, 0);
+  GROSR_ASSERT_OK(runtime->Start());
+  absl::StatusOr<GroupId> group = runtime->CreateGroup();
+  ASSERT_TRUE(group.ok());
+  ASSERT_TRUE(runtime->Submit(ids.spawn_chain,
+                              ChainArgs{steps, DevicePointer<uint32_t>(counter)},
+                              SubmitOptions{.group = *group, .track = false}).ok());
+  // Spawned successors join the group: waiting for it waits for the chain.
+  GROSR_ASSERT_OK(runtime->WaitGroup(*group, absl::Seconds(60)));
+  EXPECT_EQ(ReadBuffer<uint32_t>(*runtime, counter, 1)[0], steps);
+  absl::StatusOr<RuntimeStats> stats = runtime->Stats();
+  ASSERT_TRUE(stats.ok());
+  EXPECT_EQ(StatsOf(*stats, ids.spawn_chain)->completed, steps);
+  EXPECT_EQ(StatsOf(*stats, ids.spawn_chain)->spawned, steps - 1);
 }
 
 TEST(GpuScheduler, DrainSeesEveryNodeOfASpawnedTree) {

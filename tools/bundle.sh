@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
 # Builds the GPU-side binaries with -c opt into bundle/ (git-ignored) for
-# the GPU machine, which has CUDA but no Bazel. Run there from the repo root:
+# the GPU machine, which has CUDA 13 but no Bazel. The folder is
+# self-contained (binaries link abseil statically; the runtime's headers are
+# embedded; the example tasks travel in bundle/tasks) and needs only the
+# machine's /usr/local/cuda. Copy it anywhere and run:
 #   bundle/run_gpu_suite.sh [--sanitize]     # tests, logs under $OUT or /tmp
+#   bundle/bin/grosr_bench --json r.json     # benchmarks
 set -euo pipefail
 cd "$(dirname "$0")/.."
 targets=(//tests:gpu_scheduler_test //tests:gpu_fault_test //tests:runtime_api_test
@@ -15,5 +19,7 @@ for t in "${targets[@]}"; do
   cp "$path" bundle/bin/
 done
 cp tools/run_gpu_suite.sh bundle/
+cp -r tasks bundle/tasks  # read by device_code_test and the grosr command
+rm -f bundle/tasks/BUILD.bazel
 chmod -R u+w bundle
 du -sh bundle

@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# Runs the GPU test suite from a bundle (tools/bundle.sh) on a GPU machine,
-# from the repository root. Logs go to $OUT (the device tool's folder) or
-# /tmp/grosr-gpu. Prints one summary line per binary and a total.
+# Runs the GPU test suite of a bundle (tools/bundle.sh) on a GPU machine;
+# works from any folder (it runs inside the bundle). Logs go to $OUT (the
+# device tool's folder) or /tmp/grosr-gpu. Prints each binary's gtest
+# summary and a total line "N passed, N failed".
 #   --sanitize   also run the scheduler tests under compute-sanitizer at a
 #                small scale; GROSR_SANITIZE_TOOLS picks the tools (default
 #                "memcheck racecheck synccheck"), GROSR_SANITIZE_FILTER the tests
 set -uo pipefail
+cd "$(dirname "$0")"
 logs="${OUT:-/tmp/grosr-gpu}"
 mkdir -p "$logs"
 export GROSR_REQUIRE_GPU=1
@@ -24,14 +26,14 @@ run() {  # name, command...
 }
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee "$logs/gpu.txt"
 for t in gpu_scheduler_test gpu_fault_test runtime_api_test compiler_test device_code_test; do
-  run "$t" timeout 300 bundle/bin/$t
+  run "$t" timeout 300 bin/$t
 done
 if [[ "${1:-}" == "--sanitize" ]]; then
   cs=/usr/local/cuda/bin/compute-sanitizer
   [[ -x $cs ]] || cs=compute-sanitizer
   for tool in ${GROSR_SANITIZE_TOOLS:-memcheck racecheck synccheck}; do
     run "sanitize_$tool" timeout 150 env GROSR_TEST_SCALE=0.01 "$cs" --tool "$tool" --error-exitcode 1 \
-      bundle/bin/gpu_scheduler_test \
+      bin/gpu_scheduler_test \
       --gtest_filter="${GROSR_SANITIZE_FILTER:-*Hundred*:*Chain*:*Tree*:*BadSubmissions*:*SpawnInto*:*SingleSm*:*Shutdown*}"
   done
 fi
