@@ -92,6 +92,25 @@ GROSR_TASK(second, grosr::NoArgs) {}
   EXPECT_THAT(module->task_names, ::testing::UnorderedElementsAre("first", "second"));
 }
 
+// The slab allocator's core is device code too: a task using it compiles
+// through NVRTC and fits the scheduler's register budget.
+TEST_F(DeviceCodeTest, SlabAllocatorCompilesIntoATask) {
+  auto module = Build("alloc.cu", R"(
+#include <grosr/task.h>
+#include <grosr/slab_allocator.h>
+struct Args { const grosr::SlabAllocator* heap; unsigned* failures; };
+GROSR_TASK(alloc_free, Args) {
+  void* p = args.heap->Allocate(64 + ctx.lane() * 40, ctx.worker_id(), ctx.lane());
+  if (p == nullptr) { atomicAdd(args.failures, 1u); return; }
+  *static_cast<unsigned*>(p) = ctx.lane();
+  if (args.heap->Free(p) != grosr::SlabAllocator::kFreeOk) atomicAdd(args.failures, 1u);
+}
+)");
+  ASSERT_TRUE(module.ok()) << module.status();
+  EXPECT_THAT(module->task_names, ElementsAre("alloc_free"));
+  EXPECT_LE(module->max_registers, kernel_registers_);
+}
+
 TEST_F(DeviceCodeTest, CompileErrorPointsAtTheTaskFileLine) {
   auto module = Build("tasks/broken.cu",
                       "#include <grosr/task.h>\n"

@@ -1,0 +1,407 @@
+// SlabAllocator: lock-free allocation of device memory by tasks, from one
+// arena the host reserved, with no host call.
+//
+// Design. The arena is cut into pages (64 KiB by default). A page serves one
+// size class at a time (16 B .. page/2, powers of two) as an array of equal
+// blocks with one bit per block; bigger requests take a run of whole pages.
+// Metadata lives outside the arena, so a task overrunning its block cannot
+// corrupt the allocator.
+//
+//   page state word (64 bits):  generation:24 | class:8 | live:32
+//     class: kFreePage (in the pool), a size class, kLargeHead/kLargeTail
+//     live:  blocks allocated or reserved on the page (head: run length)
+//   page bitmap: one bit per block, 1 = allocated
+//   pool bitmap: one bit per page, 1 = free page
+//   hints[class][shard]: page + 1 that allocations of a class try first
+//
+// Allocate(class): read a hint page and its generation; reserve a block by
+// fetch_add(1) on the page's state word; if the word's generation or class
+// is not the expected one, or the page is full, undo (Release) and move on;
+// otherwise a clear bit is certain to exist (invariant 2): find and set it.
+// A full hint page is replaced by a fresh page from the pool (CAS on the
+// hint; the loser gives its fresh page back).
+// Free(p): find the page, check class and alignment, clear the block's bit
+// with fetch_and (a bit already clear is a double free: counted, nothing
+// changes), then Release: fetch_sub(1) on the state word. Whoever brings
+// `live` to 0 on a page that is not a hint retires it: CAS to
+// {generation + 1, kFreePage, 0} and set its pool bit. A stale reserver
+// still holding a unit makes that CAS fail; its own undo then retires the
+// page. Because retiring bumps the generation, a reserver that read the
+// page before it was retired and reused can never take a block from the
+// page's next life.
+//
+// Invariants:
+//   1. A page's pool bit is 1 only while its class is kFreePage and its live
+//      count holds no block (transient reservations only, each undone).
+//   2. Set bits on a page <= live (bits are set after the reservation and
+//      cleared before the release), so a reservation with live <= capacity
+//      always finds a clear bit.
+//   3. Pages stay in their class only while they hold blocks or are hints:
+//      memory freed in one class is reusable by any class once its page
+//      empties. Fragmentation is bounded by one partly used page per class
+//      per shard plus pages kept alive by their last live block.
+//
+// What callers must guarantee: Initialize ran (single-threaded, host) over
+// zeroed metadata; a pointer passed to Free came from Allocate and is freed
+// once (violations are detected and counted as far as the metadata can
+// tell; a double free that arrives after the page was emptied and reused
+// by the same size class cannot be told from a valid free).
+// What they get: Allocate returns a 16-byte aligned block of at least the
+// requested size, not overlapping any live block, or null when the arena
+// has no room (counted in `failed`); memory freed is reusable.
+//
+// Memory ordering: device scope throughout (the host reads statistics only
+// through copies). A block's bit is set and cleared with acq_rel so that
+// the previous owner's writes to the block happen before the next owner's;
+// page state words use acq_rel for the same reason across page reuse; the
+// hint and pool words are acq_rel (a page's metadata is written before it
+// is published).
+#ifndef GROSR_SLAB_ALLOCATOR_H_
+#define GROSR_SLAB_ALLOCATOR_H_
+
+#include "grosr/platform.h"
+
+namespace grosr {
+
+struct SlabCounters {
+  uint64_t failed;          // allocations that returned null
+  uint64_t invalid_frees;   // frees of foreign, misaligned or free blocks
+  uint64_t double_frees;    // frees of blocks that were not allocated
+  uint64_t pages_in_use;    // pages out of the pool
+  uint64_t pages_high_water;
+};
+
+struct SlabAllocator {
+  static constexpr uint32_t kMinBlock = 16;
+  static constexpr uint32_t kMaxClasses = 16;
+  static constexpr uint32_t kShards = 8;
+  static constexpr uint32_t kFreePage = 0;
+  static constexpr uint32_t kLargeHead = 0xfe;
+  static constexpr uint32_t kLargeTail = 0xff;
+  // Reasons recorded for a rejected free.
+  enum : uint32_t { kFreeOk = 0, kFreeForeign = 1, kFreeMisaligned = 2, kFreeDouble = 3 };
+
+  // Set by the host.
+  uint8_t* arena;           // page_count * page_bytes
+  uint64_t* page_state;     // [page_count]
+  uint64_t* page_bits;      // [page_count * words_per_page]
+  uint64_t* pool;           // [pool_words], 1 = free page
+  uint64_t* hints;          // [kMaxClasses * kShards]
+  SlabCounters* counters;
+  uint32_t page_count;
+  uint32_t page_shift;      // log2(page bytes), 12..24
+  uint32_t words_per_page;  // bitmap words per page: blocks of 16 B / 64
+  uint32_t pool_words;      // ceil(page_count / 64)
+
+  // --- sizes ---------------------------------------------------------------
+  GROSR_HD uint64_t page_bytes() const { return uint64_t{1} << page_shift; }
+  // Size classes 1.. : block = 16 << (class - 1), up to half a page.
+  GROSR_HD uint32_t class_count() const { return page_shift - 4; }
+  GROSR_HD static uint64_t BlockBytes(uint32_t cls) { return uint64_t{kMinBlock} << (cls - 1); }
+  GROSR_HD uint32_t BlocksPerPage(uint32_t cls) const {
+    return static_cast<uint32_t>(page_bytes() / BlockBytes(cls));
+  }
+  // The class serving `bytes`, or 0 when it needs whole pages.
+  GROSR_HD uint32_t ClassFor(uint64_t bytes) const {
+    uint32_t cls = 1;
+    for (uint64_t block = kMinBlock; block < bytes; block <<= 1) ++cls;
+    return cls <= class_count() ? cls : 0;
+  }
+
+  // --- metadata sizes and set-up (host) -------------------------------------
+  static GROSR_HD uint32_t WordsPerPage(uint32_t page_shift) {
+    return static_cast<uint32_t>((uint64_t{1} << page_shift) / kMinBlock / 64);
+  }
+  static GROSR_HD uint32_t PoolWords(uint32_t page_count) { return (page_count + 63) / 64; }
+
+  // Single-threaded, over zeroed metadata: every page free.
+  GROSR_HD void Initialize() const {
+    for (uint32_t w = 0; w < pool_words; ++w) {
+      uint32_t pages = page_count - w * 64;
+      pool[w] = pages >= 64 ? ~uint64_t{0} : ((uint64_t{1} << pages) - 1);
+    }
+  }
+
+  // --- state words ------------------------------------------------------------
+  static GROSR_HD uint32_t GenerationOf(uint64_t s) { return static_cast<uint32_t>(s >> 40); }
+  static GROSR_HD uint32_t ClassOf(uint64_t s) { return static_cast<uint32_t>(s >> 32) & 0xff; }
+  static GROSR_HD uint32_t LiveOf(uint64_t s) { return static_cast<uint32_t>(s); }
+  static GROSR_HD uint64_t MakeState(uint32_t generation, uint32_t cls, uint32_t live) {
+    return (uint64_t{generation & 0xffffff} << 40) | (uint64_t{cls} << 32) | live;
+  }
+
+  // --- allocation ---------------------------------------------------------------
+  // `shard` spreads callers over hint pages (e.g. the SM or warp index);
+  // `salt` spreads them over bitmap words (e.g. the lane or thread index).
+  GROSR_HD void* Allocate(uint64_t bytes, uint32_t shard, uint32_t salt) const {
+    if (bytes == 0) bytes = 1;
+    const uint32_t cls = ClassFor(bytes);
+    if (cls == 0) return AllocatePages(bytes, salt);
+    DeviceAtomic64 hint(hints[cls * kShards + shard % kShards]);
+    for (int attempt = 0; attempt < 64; ++attempt) {
+      uint64_t h = hint.load(kAcquire);
+      if (h != 0) {
+        const uint32_t page = static_cast<uint32_t>(h - 1);
+        const uint64_t seen = DeviceAtomic64(page_state[page]).load(kAcquire);
+        if (ClassOf(seen) == cls) {
+          void* block = TakeBlock(page, cls, GenerationOf(seen), salt);
+          if (block != nullptr) return block;
+        }
+      }
+      // The hint page is full (or gone): bring a fresh one.
+      uint32_t fresh;
+      if (!TakePoolPages(1, salt + shard * 7919u, &fresh)) break;
+      DeviceAtomic64 state(page_state[fresh]);
+      const uint64_t old = state.load(kRelaxed);
+      // Class kFreePage -> cls, keeping transient reservations in `live`.
+      state.fetch_add(uint64_t{cls} << 32, kAcqRel);
+      const uint32_t generation = GenerationOf(old);
+      uint64_t expected = h;
+      if (!hint.compare_exchange_strong(expected, uint64_t{fresh} + 1, kAcqRel, kAcquire)) {
+        // Someone else replaced the hint first: give the fresh page back.
+        RetireIfEmpty(fresh, generation, cls);
+        continue;
+      }
+      void* block = TakeBlock(fresh, cls, generation, salt);
+      if (block != nullptr) return block;
+    }
+    DeviceAtomic64(counters->failed).fetch_add(1, kRelaxed);
+    return nullptr;
+  }
+
+  // --- free ---------------------------------------------------------------------
+  // Returns kFreeOk or the reason the pointer was refused (counted).
+  GROSR_HD uint32_t Free(void* pointer) const {
+    if (pointer == nullptr) return kFreeOk;
+    const uint8_t* p = static_cast<const uint8_t*>(pointer);
+    if (p < arena || p >= arena + (uint64_t{page_count} << page_shift)) {
+      return Refuse(kFreeForeign);
+    }
+    const uint64_t offset = static_cast<uint64_t>(p - arena);
+    const uint32_t page = static_cast<uint32_t>(offset >> page_shift);
+    const uint64_t seen = DeviceAtomic64(page_state[page]).load(kAcquire);
+    const uint32_t cls = ClassOf(seen);
+    if (cls == kLargeHead) return FreePages(page, offset, seen);
+    if (cls == kFreePage || cls == kLargeTail || cls > class_count()) {
+      return Refuse(cls == kFreePage ? kFreeDouble : kFreeMisaligned);
+    }
+    const uint64_t in_page = offset & (page_bytes() - 1);
+    const uint64_t block_bytes = BlockBytes(cls);
+    if (in_page % block_bytes != 0) return Refuse(kFreeMisaligned);
+    const uint64_t block = in_page / block_bytes;
+    const uint64_t bit = uint64_t{1} << (block % 64);
+    DeviceAtomic64 word(page_bits[uint64_t{page} * words_per_page + block / 64]);
+    const uint64_t before = word.fetch_and(~bit, kAcqRel);
+    if ((before & bit) == 0) return Refuse(kFreeDouble);
+    Release(page);
+    return kFreeOk;
+  }
+
+  // --- internals -----------------------------------------------------------
+  GROSR_HD uint32_t Refuse(uint32_t reason) const {
+    if (reason == kFreeDouble) {
+      DeviceAtomic64(counters->double_frees).fetch_add(1, kRelaxed);
+    } else {
+      DeviceAtomic64(counters->invalid_frees).fetch_add(1, kRelaxed);
+    }
+    return reason;
+  }
+
+  // Reserves a block on `page` (class `cls`, generation `generation`) and
+  // sets its bit; null when the page is full or no longer that page.
+  GROSR_HD void* TakeBlock(uint32_t page, uint32_t cls, uint32_t generation,
+                           uint32_t salt) const {
+    DeviceAtomic64 state(page_state[page]);
+    const uint64_t before = state.fetch_add(1, kAcqRel);
+    const uint32_t capacity = BlocksPerPage(cls);
+    if (GenerationOf(before) != (generation & 0xffffff) || ClassOf(before) != cls ||
+        LiveOf(before) >= capacity) {
+      Release(page);
+      return nullptr;
+    }
+    // A clear bit exists (invariant 2); others may take the one we see.
+    const uint32_t words = (capacity + 63) / 64;
+    uint64_t* bits = page_bits + uint64_t{page} * words_per_page;
+    for (uint32_t round = 0;; ++round) {
+      const uint32_t w = (salt + round) % words;
+      DeviceAtomic64 word(bits[w]);
+      uint64_t value = word.load(kRelaxed);
+      const uint32_t valid = capacity - w * 64 >= 64 ? 64 : capacity - w * 64;
+      const uint64_t mask = valid == 64 ? ~uint64_t{0} : ((uint64_t{1} << valid) - 1);
+      while ((~value & mask) != 0) {
+        const uint64_t free_bits = ~value & mask;
+        const uint64_t bit = free_bits & (~free_bits + 1);  // lowest clear bit
+        value = word.fetch_or(bit, kAcqRel);
+        if ((value & bit) == 0) {
+          const uint64_t index = uint64_t{w} * 64 + Log2(bit);
+          return arena + (uint64_t{page} << page_shift) + index * BlockBytes(cls);
+        }
+      }
+      if (round > 0 && round % words == 0) SpinPause(32);
+    }
+  }
+
+  // Gives back one unit of `live`; retires the page if that emptied it.
+  GROSR_HD void Release(uint32_t page) const {
+    const uint64_t before = DeviceAtomic64(page_state[page]).fetch_sub(1, kAcqRel);
+    if (LiveOf(before) == 1) {
+      const uint32_t cls = ClassOf(before);
+      if (cls != kFreePage && cls <= class_count()) RetireIfEmpty(page, GenerationOf(before), cls);
+    }
+  }
+
+  GROSR_HD bool IsHint(uint32_t page, uint32_t cls) const {
+    for (uint32_t s = 0; s < kShards; ++s) {
+      if (DeviceAtomic64(hints[cls * kShards + s]).load(kAcquire) == uint64_t{page} + 1) return true;
+    }
+    return false;
+  }
+
+  // Returns an empty page that is no hint to the pool.
+  GROSR_HD void RetireIfEmpty(uint32_t page, uint32_t generation, uint32_t cls) const {
+    if (IsHint(page, cls)) return;
+    uint64_t expected = MakeState(generation, cls, 0);
+    // Fails while anyone holds a unit (their Release retries) or if the
+    // page moved on.
+    if (!DeviceAtomic64(page_state[page])
+             .compare_exchange_strong(expected, MakeState(generation + 1, kFreePage, 0),
+                                      kAcqRel, kRelaxed)) {
+      return;
+    }
+    // A hint may have named it meanwhile (a fresh page is never retired
+    // here before it became a hint: the CAS above needs class == cls).
+    ReturnPoolPages(page, 1);
+  }
+
+  GROSR_HD static uint32_t Log2(uint64_t power_of_two) {
+    uint32_t n = 0;
+    while (power_of_two > 1) {
+      power_of_two >>= 1;
+      ++n;
+    }
+    return n;
+  }
+
+  // Takes `count` (1..64) consecutive free pages from one pool word.
+  GROSR_HD bool TakePoolPages(uint32_t count, uint32_t salt, uint32_t* first) const {
+    const uint64_t run = count == 64 ? ~uint64_t{0} : ((uint64_t{1} << count) - 1);
+    for (uint32_t i = 0; i < pool_words; ++i) {
+      const uint32_t w = (salt + i) % pool_words;
+      DeviceAtomic64 word(pool[w]);
+      uint64_t value = word.load(kAcquire);
+      while (value != 0) {
+        int found = -1;
+        for (uint32_t shift = 0; shift + count <= 64; ++shift) {
+          if (((value >> shift) & run) == run) {
+            found = static_cast<int>(shift);
+            break;
+          }
+        }
+        if (found < 0) break;
+        const uint64_t mask = run << found;
+        if (word.compare_exchange_weak(value, value & ~mask, kAcqRel, kAcquire)) {
+          *first = w * 64 + static_cast<uint32_t>(found);
+          CountPages(count);
+          return true;
+        }
+      }
+    }
+    return false;
+  }
+
+  GROSR_HD void ReturnPoolPages(uint32_t first, uint32_t count) const {
+    const uint64_t run = count == 64 ? ~uint64_t{0} : ((uint64_t{1} << count) - 1);
+    DeviceAtomic64(pool[first / 64]).fetch_or(run << (first % 64), kAcqRel);
+    DeviceAtomic64(counters->pages_in_use).fetch_sub(count, kRelaxed);
+  }
+
+  GROSR_HD void CountPages(uint32_t count) const {
+    const uint64_t now = DeviceAtomic64(counters->pages_in_use).fetch_add(count, kRelaxed) + count;
+    DeviceAtomic64 high(counters->pages_high_water);
+    uint64_t seen = high.load(kRelaxed);
+    while (seen < now && !high.compare_exchange_weak(seen, now, kRelaxed, kRelaxed)) {
+    }
+  }
+
+  // Requests above half a page: a run of whole pages within one pool word.
+  GROSR_HD void* AllocatePages(uint64_t bytes, uint32_t salt) const {
+    const uint64_t pages = (bytes + page_bytes() - 1) >> page_shift;
+    uint32_t first;
+    if (pages > 64 || !TakePoolPages(static_cast<uint32_t>(pages), salt, &first)) {
+      DeviceAtomic64(counters->failed).fetch_add(1, kRelaxed);
+      return nullptr;
+    }
+    for (uint32_t i = 1; i < pages; ++i) {
+      DeviceAtomic64(page_state[first + i]).fetch_add(uint64_t{kLargeTail} << 32, kAcqRel);
+    }
+    // The run length goes in the head page's first bitmap word (a run has
+    // no blocks), then the head's class, which publishes it.
+    DeviceAtomic64(page_bits[uint64_t{first} * words_per_page]).store(pages, kRelaxed);
+    DeviceAtomic64(page_state[first]).fetch_add(uint64_t{kLargeHead} << 32, kAcqRel);
+    return arena + (uint64_t{first} << page_shift);
+  }
+
+  GROSR_HD uint32_t FreePages(uint32_t page, uint64_t offset, uint64_t seen) const {
+    if ((offset & (page_bytes() - 1)) != 0) return Refuse(kFreeMisaligned);
+    // The run length sits in the head page's first bitmap word (a large
+    // run has no blocks).
+    const uint64_t pages = DeviceAtomic64(page_bits[uint64_t{page} * words_per_page]).load(kAcquire);
+    // Head -> free, generation + 1: exactly one free wins. `live` holds
+    // only transient units of stale reservers here; they are kept.
+    DeviceAtomic64 head(page_state[page]);
+    uint64_t current = seen;
+    for (;;) {
+      if (ClassOf(current) != kLargeHead || GenerationOf(current) != GenerationOf(seen)) {
+        return Refuse(kFreeDouble);
+      }
+      if (head.compare_exchange_weak(
+              current, MakeState(GenerationOf(seen) + 1, kFreePage, LiveOf(current)), kAcqRel,
+              kRelaxed)) {
+        break;
+      }
+    }
+    DeviceAtomic64(page_bits[uint64_t{page} * words_per_page]).store(0, kRelaxed);
+    for (uint32_t i = 1; i < pages; ++i) {
+      // Generation + 1 and class kLargeTail -> kFreePage in one add.
+      DeviceAtomic64(page_state[page + i])
+          .fetch_add(MakeState(1, 0, 0) - (uint64_t{kLargeTail} << 32), kAcqRel);
+    }
+    ReturnPoolPages(page, static_cast<uint32_t>(pages));
+    return kFreeOk;
+  }
+};
+
+// What the allocator holds, computed from a copy of the page state words
+// (the host reads them while the runtime runs; nothing is counted on the
+// allocation path). `live` counts may include transient reservations.
+struct SlabUsage {
+  uint64_t blocks[SlabAllocator::kMaxClasses];  // live blocks per class (index = class)
+  uint64_t bytes_in_use;   // blocks * block size + large runs
+  uint64_t class_pages;    // pages serving a size class
+  uint64_t large_pages;    // pages in large runs
+  uint64_t free_pages;
+};
+
+GROSR_HD inline SlabUsage MeasureSlabUsage(const uint64_t* states, uint32_t page_count,
+                                           uint32_t page_shift) {
+  SlabUsage usage{};
+  for (uint32_t page = 0; page < page_count; ++page) {
+    const uint64_t s = states[page];
+    const uint32_t cls = SlabAllocator::ClassOf(s);
+    if (cls == SlabAllocator::kFreePage) {
+      ++usage.free_pages;
+    } else if (cls == SlabAllocator::kLargeHead || cls == SlabAllocator::kLargeTail) {
+      ++usage.large_pages;
+      usage.bytes_in_use += uint64_t{1} << page_shift;
+    } else if (cls < SlabAllocator::kMaxClasses) {
+      ++usage.class_pages;
+      usage.blocks[cls] += SlabAllocator::LiveOf(s);
+      usage.bytes_in_use += SlabAllocator::LiveOf(s) * SlabAllocator::BlockBytes(cls);
+    }
+  }
+  return usage;
+}
+
+}  // namespace grosr
+
+#endif  // GROSR_SLAB_ALLOCATOR_H_

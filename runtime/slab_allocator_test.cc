@@ -1,0 +1,212 @@
+// CPU tests of the SlabAllocator: the same header the GPU runs, compiled by
+// g++, threads standing in for warps. Run under TSan and ASan in CI.
+#include "grosr/slab_allocator.h"
+
+#include <cstring>
+#include <memory>
+#include <mutex>
+#include <random>
+#include <thread>
+#include <vector>
+
+#include "gtest/gtest.h"
+
+namespace grosr {
+namespace {
+
+// Owns an arena and zeroed metadata for `pages` pages of 2^shift bytes.
+class HostSlab {
+ public:
+  HostSlab(uint32_t pages, uint32_t shift)
+      : arena_(new uint8_t[(uint64_t{pages} << shift) + 16]),
+        words_per_page_(SlabAllocator::WordsPerPage(shift)),
+        states_(pages, 0),
+        bits_(uint64_t{pages} * words_per_page_, 0),
+        pool_(SlabAllocator::PoolWords(pages), 0),
+        hints_(SlabAllocator::kMaxClasses * SlabAllocator::kShards, 0) {
+    // 16-byte aligned base, as cuMemAlloc gives.
+    uint8_t* base = arena_.get();
+    base += (16 - reinterpret_cast<uintptr_t>(base) % 16) % 16;
+    a_ = SlabAllocator{base, states_.data(), bits_.data(), pool_.data(), hints_.data(),
+                       &counters_, pages, shift, words_per_page_,
+                       SlabAllocator::PoolWords(pages)};
+    a_.Initialize();
+  }
+  const SlabAllocator& allocator() const { return a_; }
+  const SlabCounters& counters() const { return counters_; }
+  SlabUsage usage() const { return MeasureSlabUsage(states_.data(), a_.page_count, a_.page_shift); }
+  // Pages neither free nor a hint with no live blocks: what leaked.
+  uint32_t PagesHeld() const {
+    uint32_t held = 0;
+    for (uint32_t page = 0; page < a_.page_count; ++page) {
+      const uint64_t s = states_[page];
+      const uint32_t cls = SlabAllocator::ClassOf(s);
+      if (cls == SlabAllocator::kFreePage) continue;
+      if (cls <= a_.class_count() && SlabAllocator::LiveOf(s) == 0 && a_.IsHint(page, cls)) continue;
+      ++held;
+    }
+    return held;
+  }
+
+ private:
+  std::unique_ptr<uint8_t[]> arena_;
+  uint32_t words_per_page_;
+  std::vector<uint64_t> states_, bits_, pool_, hints_;
+  SlabCounters counters_{};
+  SlabAllocator a_{};
+};
+
+void Fill(void* block, uint64_t bytes, uint64_t tag) {
+  auto* words = static_cast<uint64_t*>(block);
+  for (uint64_t i = 0; i < bytes / 8; ++i) words[i] = tag ^ (i * 0x9e3779b97f4a7c15ull);
+}
+bool Check(const void* block, uint64_t bytes, uint64_t tag) {
+  const auto* words = static_cast<const uint64_t*>(block);
+  for (uint64_t i = 0; i < bytes / 8; ++i) {
+    if (words[i] != (tag ^ (i * 0x9e3779b97f4a7c15ull))) return false;
+  }
+  return true;
+}
+
+TEST(SlabAllocatorTest, SizeClassesAlignmentAndReuse) {
+  HostSlab slab(64, 16);  // 64 pages of 64 KiB
+  const SlabAllocator& a = slab.allocator();
+  EXPECT_EQ(a.class_count(), 12u);  // 16 B .. 32 KiB
+  EXPECT_EQ(a.ClassFor(1), 1u);
+  EXPECT_EQ(a.ClassFor(16), 1u);
+  EXPECT_EQ(a.ClassFor(17), 2u);
+  EXPECT_EQ(a.ClassFor(1024), 7u);
+  EXPECT_EQ(a.ClassFor(32768), 12u);
+  EXPECT_EQ(a.ClassFor(32769), 0u);  // whole pages
+  for (uint64_t bytes : {1, 16, 32, 64, 100, 128, 256, 512, 1024, 4000, 32768, 70000}) {
+    void* p = a.Allocate(bytes, 0, 0);
+    ASSERT_NE(p, nullptr) << bytes;
+    EXPECT_EQ(reinterpret_cast<uintptr_t>(p) % 16, 0u) << bytes;
+    std::memset(p, 0xab, bytes);
+    EXPECT_EQ(a.Free(p), SlabAllocator::kFreeOk) << bytes;
+  }
+  // Freed memory comes back: the same block, first in its page.
+  void* first = a.Allocate(64, 0, 0);
+  ASSERT_EQ(a.Free(first), SlabAllocator::kFreeOk);
+  EXPECT_EQ(a.Allocate(64, 0, 0), first);
+  EXPECT_EQ(slab.counters().failed, 0u);
+}
+
+TEST(SlabAllocatorTest, BadFreesAreCountedAndChangeNothing) {
+  HostSlab slab(16, 14);
+  const SlabAllocator& a = slab.allocator();
+  void* block = a.Allocate(256, 0, 0);
+  ASSERT_NE(block, nullptr);
+  Fill(block, 256, 7);
+  int local = 0;
+  EXPECT_EQ(a.Free(&local), SlabAllocator::kFreeForeign);
+  EXPECT_EQ(a.Free(static_cast<uint8_t*>(block) + 8), SlabAllocator::kFreeMisaligned);
+  EXPECT_EQ(a.Free(nullptr), SlabAllocator::kFreeOk);
+  EXPECT_TRUE(Check(block, 256, 7)) << "a refused free touched the block";
+  EXPECT_EQ(slab.usage().blocks[a.ClassFor(256)], 1u);
+  EXPECT_EQ(a.Free(block), SlabAllocator::kFreeOk);
+  EXPECT_EQ(a.Free(block), SlabAllocator::kFreeDouble);
+  EXPECT_EQ(slab.counters().invalid_frees, 2u);
+  EXPECT_EQ(slab.counters().double_frees, 1u);
+  // Large runs: a double free and a free inside the run are refused.
+  void* large = a.Allocate(3 << 14, 0, 0);
+  ASSERT_NE(large, nullptr);
+  EXPECT_EQ(slab.usage().large_pages, 3u);
+  EXPECT_EQ(a.Free(static_cast<uint8_t*>(large) + (1 << 14)), SlabAllocator::kFreeMisaligned);
+  EXPECT_EQ(a.Free(large), SlabAllocator::kFreeOk);
+  EXPECT_EQ(a.Free(large), SlabAllocator::kFreeDouble);
+  EXPECT_EQ(slab.usage().large_pages, 0u);
+  EXPECT_EQ(slab.PagesHeld(), 0u);
+}
+
+TEST(SlabAllocatorTest, ExhaustionReturnsNullAndFreedMemoryIsUsableAgain) {
+  HostSlab slab(8, 12);  // 8 pages of 4 KiB = 32 blocks of 1 KiB
+  const SlabAllocator& a = slab.allocator();
+  std::vector<void*> blocks;
+  for (void* p; (p = a.Allocate(1024, 0, 0)) != nullptr;) blocks.push_back(p);
+  EXPECT_EQ(blocks.size(), 32u);
+  EXPECT_EQ(slab.counters().failed, 1u);
+  EXPECT_EQ(a.Allocate(16, 1, 0), nullptr) << "no page left for another class";
+  EXPECT_EQ(slab.counters().pages_high_water, 8u);
+  for (void* p : blocks) ASSERT_EQ(a.Free(p), SlabAllocator::kFreeOk);
+  // Emptied pages went back to the pool: another class can have them.
+  std::vector<void*> small;
+  for (void* p; (p = a.Allocate(16, 1, 0)) != nullptr;) small.push_back(p);
+  EXPECT_GE(small.size(), 7u * 256u) << "all but the 1 KiB hint page reusable";
+  for (void* p : small) ASSERT_EQ(a.Free(p), SlabAllocator::kFreeOk);
+  EXPECT_EQ(slab.PagesHeld(), 0u);
+}
+
+// Many threads allocating and freeing mixed sizes, some freeing blocks
+// other threads allocated: no two live blocks overlap (each block's pattern
+// is intact when it is freed), and every page comes back.
+TEST(SlabAllocatorTest, ConcurrentMixedSizesNeverOverlap) {
+  HostSlab slab(512, 14);  // 8 MiB in 16 KiB pages
+  const SlabAllocator& a = slab.allocator();
+  constexpr int kThreads = 8;
+  constexpr int kOps = 20000;
+  std::mutex exchange_mu;
+  std::vector<std::pair<void*, std::pair<uint64_t, uint64_t>>> exchange;  // block, (bytes, tag)
+  std::atomic<uint64_t> corrupt{0}, refused{0}, nulls{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      std::mt19937_64 random(t + 1);
+      std::vector<std::pair<void*, std::pair<uint64_t, uint64_t>>> live;
+      auto release = [&](std::pair<void*, std::pair<uint64_t, uint64_t>> b) {
+        if (!Check(b.first, b.second.first, b.second.second)) ++corrupt;
+        if (a.Free(b.first) != SlabAllocator::kFreeOk) ++refused;
+      };
+      for (int op = 0; op < kOps; ++op) {
+        // Up to 64 live blocks per thread (at most about 2.6 MB in all):
+        // the arena is never exhausted, so no allocation may fail.
+        const int r = live.size() >= 64 ? 60 : static_cast<int>(random() % 100);
+        if (r < 55 || live.empty()) {
+          // Mostly small, some up to a few pages.
+          uint64_t bytes = random() % 10 == 0 ? 1 + random() % 40000 : 1 + random() % 1024;
+          void* p = a.Allocate(bytes, static_cast<uint32_t>(t), static_cast<uint32_t>(random()));
+          if (p == nullptr) {
+            ++nulls;
+            continue;
+          }
+          const uint64_t tag = (uint64_t(t) << 56) ^ op ^ random();
+          const uint64_t rounded = bytes / 8 * 8;
+          Fill(p, rounded, tag);
+          live.push_back({p, {rounded, tag}});
+        } else if (r < 85) {
+          size_t i = random() % live.size();
+          release(live[i]);
+          live[i] = live.back();
+          live.pop_back();
+        } else {
+          // Hand a block to another thread, free one from another thread.
+          std::lock_guard<std::mutex> lock(exchange_mu);
+          size_t i = random() % live.size();
+          exchange.push_back(live[i]);
+          live[i] = live.back();
+          live.pop_back();
+          if (exchange.size() > 1) {
+            auto b = exchange[random() % exchange.size()];
+            exchange.erase(std::find(exchange.begin(), exchange.end(), b));
+            release(b);
+          }
+        }
+      }
+      for (auto& b : live) release(b);
+    });
+  }
+  for (std::thread& thread : threads) thread.join();
+  for (auto& b : exchange) {
+    if (!Check(b.first, b.second.first, b.second.second)) ++corrupt;
+    if (a.Free(b.first) != SlabAllocator::kFreeOk) ++refused;
+  }
+  EXPECT_EQ(corrupt.load(), 0u) << "blocks overlapped";
+  EXPECT_EQ(refused.load(), 0u) << "valid frees refused";
+  EXPECT_EQ(slab.counters().double_frees + slab.counters().invalid_frees, 0u);
+  EXPECT_EQ(slab.PagesHeld(), 0u) << "pages leaked";
+  EXPECT_EQ(slab.usage().bytes_in_use, 0u);
+  EXPECT_EQ(nulls.load(), 0u) << "allocations failed while the arena had room";
+}
+
+}  // namespace
+}  // namespace grosr
