@@ -55,16 +55,18 @@ struct CompletionCounters {
   }
 
   // Removes `n` finished tasks of `group`; marks words that reach 0 dirty.
+  // The group word goes first: whoever sees the total reach 0 (acquire)
+  // also sees every group at 0.
   GROSR_HD void Finish(uint32_t group, uint32_t n) const {
     if (n == 0) return;
-    uint64_t before = DeviceAtomic64(*total_word).fetch_sub(n, kRelease);
-    if (PendingOf(before) == n) DeviceAtomic32(*dirty_total).store(1, kRelaxed);
     if (group != 0) {
-      before = DeviceAtomic64(group_words[group]).fetch_sub(n, kRelease);
+      uint64_t before = DeviceAtomic64(group_words[group]).fetch_sub(n, kRelease);
       if (PendingOf(before) == n) {
         DeviceAtomic32(dirty_groups[group / 32]).fetch_or(1u << (group % 32), kRelaxed);
       }
     }
+    uint64_t before = DeviceAtomic64(*total_word).fetch_sub(n, kRelease);
+    if (PendingOf(before) == n) DeviceAtomic32(*dirty_total).store(1, kRelaxed);
   }
 };
 
