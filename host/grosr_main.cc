@@ -6,11 +6,9 @@
 //   bazel run //host:grosr -- run add i32=2 i32=3 out:i32:1
 //   bazel run //host:grosr -- --repeat 1000 run countdown u32=100 out:u32:1
 //
-// Arguments are packed like the fields of a C struct, in order:
-//   i32=V u32=V i64=V u64=V f32=V f64=V   scalars
-//   out:T:N        a device buffer of N elements of T (poisoned), printed after
-//   in:T:V1,V2,..  a device buffer holding the values
-// where T is one of i32 u32 i64 u64 f32 f64.
+// Arguments are packed like the fields of a C struct, in order (see
+// host/task_arguments.h): i32=V u32=V i64=V u64=V f32=V f64=V, out:T:N (a
+// poisoned device buffer, printed after), in:T:V1,V2,...
 #include <cstdio>
 #include <cstring>
 #include <string>
@@ -21,6 +19,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "host/runtime.h"
+#include "host/task_arguments.h"
 
 namespace grosr {
 namespace {
@@ -31,135 +30,36 @@ constexpr char kUsage[] =
     "  run TASK ARG...      submit TASK, wait, print its outputs and statistics\n"
     "ARG: i32=V u32=V i64=V u64=V f32=V f64=V | out:T:N | in:T:V1,V2,...\n";
 
-struct ElementType {
-  const char* name;
-  size_t size;
-  bool is_float;
-  bool is_signed;
-};
-constexpr ElementType kTypes[] = {
-    {"i32", 4, false, true}, {"u32", 4, false, false}, {"i64", 8, false, true},
-    {"u64", 8, false, false}, {"f32", 4, true, true},  {"f64", 8, true, true},
-};
-
-const ElementType* TypeNamed(absl::string_view name) {
-  for (const ElementType& t : kTypes) {
-    if (name == t.name) return &t;
-  }
-  return nullptr;
-}
-
-absl::Status EncodeValue(const ElementType& type, absl::string_view text, uint8_t* to) {
-  bool ok = false;
-  if (type.is_float) {
-    double v = 0;
-    ok = absl::SimpleAtod(text, &v);
-    if (type.size == 4) {
-      float f = static_cast<float>(v);
-      std::memcpy(to, &f, 4);
-    } else {
-      std::memcpy(to, &v, 8);
-    }
-  } else if (type.is_signed) {
-    int64_t v = 0;
-    ok = absl::SimpleAtoi(text, &v);
-    std::memcpy(to, &v, type.size);  // little-endian truncation
-  } else {
-    uint64_t v = 0;
-    ok = absl::SimpleAtoi(text, &v);
-    std::memcpy(to, &v, type.size);
-  }
-  if (!ok) return absl::InvalidArgumentError(absl::StrCat("bad ", type.name, " value '", text, "'"));
-  return absl::OkStatus();
-}
-
-std::string DecodeValue(const ElementType& type, const uint8_t* from) {
-  if (type.is_float) {
-    if (type.size == 4) {
-      float f;
-      std::memcpy(&f, from, 4);
-      return absl::StrCat(f);
-    }
-    double d;
-    std::memcpy(&d, from, 8);
-    return absl::StrCat(d);
-  }
-  if (type.is_signed) {
-    if (type.size == 4) {
-      int32_t v;
-      std::memcpy(&v, from, 4);
-      return absl::StrCat(v);
-    }
-    int64_t v;
-    std::memcpy(&v, from, 8);
-    return absl::StrCat(v);
-  }
-  uint64_t v = 0;
-  std::memcpy(&v, from, type.size);
-  return absl::StrCat(v);
-}
-
 struct OutputBuffer {
   std::string label;
-  const ElementType* type;
+  ElementType type;
   size_t count;
   CUdeviceptr pointer;
 };
 
-// Packs the argument tokens into `bytes`, allocating device buffers.
-absl::Status PackArguments(Runtime& runtime, const std::vector<std::string>& tokens,
-                           std::vector<uint8_t>* bytes, std::vector<OutputBuffer>* outputs) {
-  size_t max_align = 1;
-  auto append = [&](const uint8_t* data, size_t size) {
-    size_t at = (bytes->size() + size - 1) / size * size;
-    max_align = std::max(max_align, size);
-    bytes->resize(at + size);
-    std::memcpy(bytes->data() + at, data, size);
-  };
-  for (const std::string& token : tokens) {
-    std::vector<std::string> colon = absl::StrSplit(token, ':');
-    if ((colon[0] == "out" || colon[0] == "in") && colon.size() == 3) {
-      const ElementType* type = TypeNamed(colon[1]);
-      if (type == nullptr) return absl::InvalidArgumentError(absl::StrCat("unknown type in ", token));
-      std::vector<uint8_t> initial;
-      size_t count = 0;
-      if (colon[0] == "out") {
-        if (!absl::SimpleAtoi(colon[2], &count) || count == 0) {
-          return absl::InvalidArgumentError(absl::StrCat("bad element count in ", token));
-        }
-        initial.assign(count * type->size, 0xff);  // poison: unwritten shows as -1/max
-      } else {
-        std::vector<std::string> values = absl::StrSplit(colon[2], ',');
-        count = values.size();
-        initial.resize(count * type->size);
-        for (size_t i = 0; i < count; ++i) {
-          if (absl::Status s = EncodeValue(*type, values[i], &initial[i * type->size]); !s.ok()) {
-            return s;
-          }
-        }
-      }
-      absl::StatusOr<CUdeviceptr> memory = runtime.AllocateDeviceMemory(initial.size());
-      if (!memory.ok()) return memory.status();
-      if (absl::Status s = runtime.CopyToDevice(*memory, initial.data(), initial.size()); !s.ok()) {
-        return s;
-      }
-      if (colon[0] == "out") {
-        outputs->push_back({absl::StrCat("out", outputs->size()), type, count, *memory});
-      }
-      uint64_t pointer = *memory;
-      append(reinterpret_cast<const uint8_t*>(&pointer), 8);
-      continue;
+// Parses the argument tokens, puts the buffers on the device and packs.
+absl::Status PrepareArguments(Runtime& runtime, const std::vector<std::string>& tokens,
+                              std::vector<uint8_t>* packed, std::vector<OutputBuffer>* outputs) {
+  absl::StatusOr<std::vector<TaskArgument>> arguments = ParseTaskArguments(tokens);
+  if (!arguments.ok()) return arguments.status();
+  std::vector<uint64_t> buffers;
+  for (const TaskArgument& argument : *arguments) {
+    if (argument.kind == TaskArgument::Kind::kScalar) continue;
+    absl::StatusOr<CUdeviceptr> memory = runtime.AllocateDeviceMemory(argument.bytes.size());
+    if (!memory.ok()) return memory.status();
+    if (absl::Status s = runtime.CopyToDevice(*memory, argument.bytes.data(), argument.bytes.size());
+        !s.ok()) {
+      return s;
     }
-    std::vector<std::string> eq = absl::StrSplit(absl::string_view(token), absl::MaxSplits('=', 1));
-    const ElementType* type = eq.size() == 2 ? TypeNamed(eq[0]) : nullptr;
-    if (type == nullptr) {
-      return absl::InvalidArgumentError(absl::StrCat("cannot read argument '", token, "'\n", kUsage));
+    buffers.push_back(*memory);
+    if (argument.kind == TaskArgument::Kind::kOutput) {
+      outputs->push_back({absl::StrCat("out", outputs->size()), argument.type, argument.count,
+                          *memory});
     }
-    uint8_t value[8];
-    if (absl::Status s = EncodeValue(*type, eq[1], value); !s.ok()) return s;
-    append(value, type->size);
   }
-  bytes->resize((bytes->size() + max_align - 1) / max_align * max_align);
+  absl::StatusOr<std::vector<uint8_t>> bytes = PackTaskArguments(*arguments, buffers);
+  if (!bytes.ok()) return bytes.status();
+  *packed = std::move(*bytes);
   return absl::OkStatus();
 }
 
@@ -257,7 +157,7 @@ int Main(int argc, char** argv) {
   }
   std::vector<uint8_t> args;
   std::vector<OutputBuffer> outputs;
-  if (absl::Status s = PackArguments(runtime, {rest.begin() + 2, rest.end()}, &args, &outputs);
+  if (absl::Status s = PrepareArguments(runtime, {rest.begin() + 2, rest.end()}, &args, &outputs);
       !s.ok()) {
     std::fprintf(stderr, "grosr: %s\n", std::string(s.message()).c_str());
     return 2;
@@ -285,14 +185,10 @@ int Main(int argc, char** argv) {
   std::printf("%s: %d run%s in %s\n", rest[1].c_str(), repeat, repeat == 1 ? "" : "s",
               absl::FormatDuration(elapsed).c_str());
   for (const OutputBuffer& out : outputs) {
-    std::vector<uint8_t> data(out.count * out.type->size);
+    std::vector<uint8_t> data(out.count * ElementBytes(out.type));
     if (!runtime.CopyFromDevice(data.data(), out.pointer, data.size()).ok()) continue;
-    std::vector<std::string> values;
-    for (size_t i = 0; i < std::min<size_t>(out.count, 64); ++i) {
-      values.push_back(DecodeValue(*out.type, &data[i * out.type->size]));
-    }
-    std::printf("%s = [%s%s]\n", out.label.c_str(), absl::StrJoin(values, ", ").c_str(),
-                out.count > 64 ? ", ..." : "");
+    std::printf("%s = [%s]\n", out.label.c_str(),
+                FormatElements(out.type, data.data(), out.count).c_str());
   }
   absl::StatusOr<RuntimeStats> stats = runtime.Stats();
   if (stats.ok()) PrintStats(*stats);

@@ -380,7 +380,9 @@ Runtime::~Runtime() {
                    std::string(report.status().message()).c_str());
     }
   }
-  if (context_retained_) cu_->cuDevicePrimaryCtxRelease(device_);
+  // A kernel that could not be stopped still uses the context: releasing
+  // the last reference would wait for it forever. Leave it to process exit.
+  if (context_retained_ && !kernel_stuck_) cu_->cuDevicePrimaryCtxRelease(device_);
 }
 
 // ---------------------------------------------------------------------------
@@ -1244,6 +1246,7 @@ absl::StatusOr<ShutdownReport> Runtime::Shutdown(absl::Duration drain_timeout) {
   while (waiters_.load(std::memory_order_acquire) != 0) absl::SleepFor(absl::Microseconds(50));
   const bool kernel_stuck = absl::IsDeadlineExceeded(result);
   if (kernel_stuck) {
+    kernel_stuck_ = true;
     g_stuck_kernels.fetch_add(1);
   } else {
     ReleaseResources(context_lost);

@@ -374,6 +374,7 @@ class Runtime {
   std::map<uint64_t, uint32_t> retired_failures_ ABSL_GUARDED_BY(retired_mu_);
 
   std::atomic<bool> running_{false};   // kernel launched and not stopping
+  bool kernel_stuck_ = false;          // Shutdown could not stop the kernel
   std::atomic<bool> shut_down_{false};
   std::atomic<int> waiters_{0};
 
