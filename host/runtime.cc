@@ -570,7 +570,7 @@ absl::Status Runtime::Start() {
   }
   absl::Status started = SpinUntil(
       [&] { return SystemAtomic32(host_->kernel_state).load(kAcquire) == kKernelRunning; },
-      absl::Seconds(30), "the scheduler kernel to start");
+      absl::Seconds(30), [] { return std::string("the scheduler kernel to start"); });
   if (!started.ok()) return started;
   if (options_.watchdog_deadline > absl::ZeroDuration()) {
     watchdog_ = std::thread([this] { WatchdogLoop(); });
@@ -629,8 +629,8 @@ absl::Status Runtime::PollKernel() {
 
 absl::Status Runtime::health() { return PollKernel(); }
 
-template <typename Done>
-absl::Status Runtime::SpinUntil(Done done, absl::Duration timeout, absl::string_view what) {
+template <typename Done, typename What>
+absl::Status Runtime::SpinUntil(Done done, absl::Duration timeout, What what) {
   const absl::Time start = absl::Now();
   const absl::Time deadline =
       timeout == absl::InfiniteDuration() ? absl::InfiniteFuture() : start + timeout;
@@ -653,7 +653,7 @@ absl::Status Runtime::SpinUntil(Done done, absl::Duration timeout, absl::string_
       if (done()) return absl::OkStatus();
       std::string hung = DescribeHung();
       return absl::DeadlineExceededError(absl::StrCat(
-          "timed out after ", absl::FormatDuration(timeout), " waiting for ", what,
+          "timed out after ", absl::FormatDuration(timeout), " waiting for ", what(),
           hung.empty() ? "" : "; ", hung));
     }
     if (now - start < absl::Milliseconds(2)) {
@@ -679,7 +679,8 @@ absl::Status Runtime::WaitForRingRoom(uint64_t needed, absl::Duration wait_for_r
         "the submission ring is full (ring_capacity ", options_.ring_capacity,
         "): the GPU has not taken earlier submissions yet"));
   }
-  absl::Status status = SpinUntil(room, wait_for_room, "room in the submission ring");
+  absl::Status status = SpinUntil(room, wait_for_room,
+                                  [] { return std::string("room in the submission ring"); });
   if (absl::IsDeadlineExceeded(status)) {
     return absl::ResourceExhaustedError(absl::StrCat(
         "the submission ring stayed full (ring_capacity ", options_.ring_capacity, ") for ",
@@ -701,7 +702,8 @@ absl::StatusOr<uint64_t> Runtime::ClaimTicket(absl::Duration wait_for_room) {
   if (!finished()) {
     absl::Status status = wait_for_room <= absl::ZeroDuration()
                               ? absl::DeadlineExceededError("no wait")
-                              : SpinUntil(finished, wait_for_room, "a tracked task to finish");
+                              : SpinUntil(finished, wait_for_room,
+                                          [] { return std::string("a tracked task to finish"); });
     if (absl::IsDeadlineExceeded(status)) {
       return absl::ResourceExhaustedError(absl::StrCat(
           "too many tracked tasks in flight (completion_capacity ",
@@ -898,7 +900,8 @@ absl::Status Runtime::Wait(const TaskHandle& handle, absl::Duration timeout) {
   };
   absl::Status waited = SpinUntil(
       [&] { return SystemAtomic32(record->ticket).load(kAcquire) == low || reused(); },
-      timeout, absl::StrCat("task ", NameOf(handle.task), " (ticket ", handle.ticket, ")"));
+      timeout,
+      [&] { return absl::StrCat("task ", NameOf(handle.task), " (ticket ", handle.ticket, ")"); });
   if (!waited.ok()) return waited;
   if (!reused()) {
     const uint32_t status = SystemAtomic32(record->status).load(kRelaxed);
@@ -914,8 +917,9 @@ absl::Status Runtime::Wait(const TaskHandle& handle, absl::Duration timeout) {
   return TaskOutcome(status, handle.task, handle.ticket);
 }
 
+template <typename What>
 absl::Status Runtime::WaitForWord(const uint64_t* snapshot, uint32_t roots,
-                                  absl::Duration timeout, absl::string_view what) {
+                                  absl::Duration timeout, What what) {
   return SpinUntil(
       [&] {
         const uint64_t word = SystemAtomic64(*const_cast<uint64_t*>(snapshot)).load(kAcquire);
@@ -937,7 +941,7 @@ absl::Status Runtime::WaitGroup(GroupId group, absl::Duration timeout) {
   }
   const uint32_t roots = group_roots_[group].load(std::memory_order_acquire);
   return WaitForWord(&group_snapshots_[group], roots, timeout,
-                     absl::StrCat("group ", group));
+                     [group] { return absl::StrCat("group ", group); });
 }
 
 absl::Status Runtime::Drain(absl::Duration timeout) {
@@ -947,7 +951,8 @@ absl::Status Runtime::Drain(absl::Duration timeout) {
   }
   const uint32_t roots = submitted_total_.load(std::memory_order_acquire);
   if (roots == 0) return PollKernel();
-  return WaitForWord(&host_->total_snapshot, roots, timeout, "quiescence");
+  return WaitForWord(&host_->total_snapshot, roots, timeout,
+                     [] { return std::string("quiescence"); });
 }
 
 // ---------------------------------------------------------------------------

@@ -307,11 +307,13 @@ class Runtime {
   absl::Status CheckGroup(GroupId group) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Polls `done` (tight, then yielding, then sleeping) until it holds or the
   // timeout passes; checks the kernel's health about every millisecond.
-  template <typename Done>
-  absl::Status SpinUntil(Done done, absl::Duration timeout,
-                         absl::string_view what);
+  // `what` (a callable giving a string) is only called on a timeout: the
+  // wait itself builds no message.
+  template <typename Done, typename What>
+  absl::Status SpinUntil(Done done, absl::Duration timeout, What what);
+  template <typename What>
   absl::Status WaitForWord(const uint64_t* snapshot, uint32_t roots,
-                           absl::Duration timeout, absl::string_view what);
+                           absl::Duration timeout, What what);
   void WatchdogLoop();
   // Warps busy with the same task (same heartbeat sequence) for at least
   // `deadline` of host time across calls.

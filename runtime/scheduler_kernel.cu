@@ -157,12 +157,7 @@ __device__ void RunControl(const SchedulerState& s) {
     // word is read every 64 rounds, the ring every round.
     if (round % 64 == 0) {
       uint32_t command = 0;
-      if (lane == 0) {
-        command = SystemAtomic32(s.host->command).load(kRelaxed);
-        if (round % 4096 == 0) {
-          SystemAtomic64(s.host->gpu_clock_ns).store(GlobalTimerNs(), kRelaxed);
-        }
-      }
+      if (lane == 0) command = SystemAtomic32(s.host->command).load(kRelaxed);
       command = __shfl_sync(kFullMask, command, 0);
       if (command == kCommandStop) break;
     }

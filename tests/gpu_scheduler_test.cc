@@ -113,6 +113,21 @@ struct SpawnArgs {
   uint32_t* hits;
 };
 
+// The record task's arguments for index i; ExpectRecords checks its output.
+RecordArgs RecordFor(uint32_t i, CUdeviceptr out, CUdeviceptr hits) {
+  return RecordArgs{i, i ^ 0x5a5a5a5au, DevicePointer<uint32_t>(out), DevicePointer<uint32_t>(hits)};
+}
+
+// One worker warp on one SM and a 64-slot queue: fullness is deterministic.
+RuntimeOptions OneWorker() {
+  RuntimeOptions options;
+  options.max_sms = 1;
+  options.blocks_per_sm = 1;
+  options.warps_per_block = 2;
+  options.queue_capacity = 64;
+  return options;
+}
+
 struct Ids {
   TaskId record, fail_with, chain, tree, spin_until, spawn_many, mark, spawn_chain;
 };
@@ -177,8 +192,7 @@ TEST(GpuScheduler, HundredThousandSubmittedTasksMatchTheCpuReference) {
   std::vector<TaskRequest> requests;
   for (uint32_t i = 0; i < n; ++i) {
     requests.push_back(TaskRequest::Make(
-        ids.record, RecordArgs{i, i ^ 0x5a5a5a5au, DevicePointer<uint32_t>(out),
-                               DevicePointer<uint32_t>(hits)}));
+        ids.record, RecordFor(i, out, hits)));
   }
   GROSR_ASSERT_OK(runtime->SubmitBatch(requests, *group));
   GROSR_ASSERT_OK(runtime->WaitGroup(*group, absl::Seconds(60)));
@@ -215,8 +229,7 @@ TEST(GpuScheduler, TrackedSubmissionsFromManyThreadsEachRunOnce) {
       for (uint32_t k = 0; k < per_thread; ++k) {
         const uint32_t i = t * per_thread + k;
         absl::StatusOr<TaskHandle> h = runtime->Submit(
-            ids.record, RecordArgs{i, i ^ 0x5a5a5a5au, DevicePointer<uint32_t>(out),
-                                   DevicePointer<uint32_t>(hits)});
+            ids.record, RecordFor(i, out, hits));
         if (!h.ok()) { ++failures; continue; }
         handles.push_back(*h);
         // Every 16th waits at once (the ping-pong path); the others later,
@@ -332,8 +345,7 @@ TEST(GpuScheduler, GroupsFinishIndependently) {
                               SubmitOptions{.group = *slow, .track = false}).ok());
   for (uint32_t i = 0; i < n; ++i) {
     ASSERT_TRUE(runtime->Submit(ids.record,
-                                RecordArgs{i, i ^ 0x5a5a5a5au, DevicePointer<uint32_t>(out),
-                                           DevicePointer<uint32_t>(hits)},
+                                RecordFor(i, out, hits),
                                 SubmitOptions{.group = *fast, .track = false}).ok());
   }
   GROSR_ASSERT_OK(runtime->WaitGroup(*fast, absl::Seconds(30)));
@@ -388,8 +400,7 @@ TEST(GpuScheduler, BadSubmissionsFailClearlyAndTheRuntimeKeepsServing) {
 
   // Still serving.
   absl::StatusOr<TaskHandle> ok = runtime->Submit(
-      ids.record, RecordArgs{0, 0x5a5a5a5au, DevicePointer<uint32_t>(out),
-                             DevicePointer<uint32_t>(hits)});
+      ids.record, RecordFor(0, out, hits));
   ASSERT_TRUE(ok.ok());
   GROSR_ASSERT_OK(runtime->Wait(*ok, absl::Seconds(10)));
   ExpectRecords(*runtime, out, hits, 1);
@@ -417,11 +428,7 @@ TEST(GpuScheduler, BadSubmissionsFailClearlyAndTheRuntimeKeepsServing) {
 // One worker warp, a 64-slot queue: spawns beyond the queue's room fail and
 // say so; every accepted spawn runs exactly once, no refused one runs.
 TEST(GpuScheduler, SpawnIntoAFullQueueIsRefusedNotDropped) {
-  RuntimeOptions options;
-  options.max_sms = 1;
-  options.blocks_per_sm = 1;
-  options.warps_per_block = 2;
-  options.queue_capacity = 64;
+  RuntimeOptions options = OneWorker();
   GROSR_RUNTIME_OR_SKIP(runtime, options);
   ASSERT_EQ(runtime->device_info().workers, 1);
   Ids ids = Load(*runtime);
@@ -451,11 +458,7 @@ TEST(GpuScheduler, SpawnIntoAFullQueueIsRefusedNotDropped) {
 // queue. Waiting submits fill queue and ring exactly; then a zero-wait
 // submit says the ring is full. Nothing accepted is lost.
 TEST(GpuScheduler, FullSubmissionRingIsReportedAndNothingIsLost) {
-  RuntimeOptions options;
-  options.max_sms = 1;
-  options.blocks_per_sm = 1;
-  options.warps_per_block = 2;
-  options.queue_capacity = 64;
+  RuntimeOptions options = OneWorker();
   options.ring_capacity = 64;
   GROSR_RUNTIME_OR_SKIP(runtime, options);
   Ids ids = Load(*runtime);
@@ -472,8 +475,7 @@ TEST(GpuScheduler, FullSubmissionRingIsReportedAndNothingIsLost) {
   while (ReadBuffer<uint32_t>(*runtime, started, 1)[0] == 0) std::this_thread::yield();
   auto submit = [&](uint32_t i, absl::Duration wait) {
     return runtime->Submit(ids.record,
-                           RecordArgs{i, i ^ 0x5a5a5a5au, DevicePointer<uint32_t>(out),
-                                      DevicePointer<uint32_t>(hits)},
+                           RecordFor(i, out, hits),
                            SubmitOptions{.track = false, .wait_for_room = wait})
         .status();
   };
@@ -574,8 +576,7 @@ TEST(GpuScheduler, SingleSmRuntimeServes) {
   std::vector<TaskRequest> requests;
   for (uint32_t i = 0; i < n; ++i) {
     requests.push_back(TaskRequest::Make(
-        ids.record, RecordArgs{i, i ^ 0x5a5a5a5au, DevicePointer<uint32_t>(out),
-                               DevicePointer<uint32_t>(hits)}));
+        ids.record, RecordFor(i, out, hits)));
   }
   GROSR_ASSERT_OK(runtime->SubmitBatch(requests));
   GROSR_ASSERT_OK(runtime->Drain(absl::Seconds(60)));

@@ -65,9 +65,7 @@ struct HostShared {
   // GPU -> host
   alignas(128) uint64_t submissions_taken;   // ring entries ingested
   alignas(128) uint64_t total_snapshot;      // a CompletionCounters total word
-  alignas(128) uint64_t gpu_clock_ns;        // control warp's heartbeat
-  uint32_t kernel_state;
-  uint32_t launches;                         // kernel launches seen
+  alignas(128) uint32_t kernel_state;
 };
 
 struct SchedulerState {

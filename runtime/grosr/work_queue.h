@@ -102,16 +102,7 @@ struct WorkQueue {
   // Reserves room for up to `most` items; returns how many (0 when full).
   // For producers that can leave the rest where it is (the host's ring).
   GROSR_HD uint32_t TryReserveSpaceUpTo(uint32_t most) const {
-    DeviceAtomicS64 free_slots(counters->free_slots);
-    int64_t seen = free_slots.load(kRelaxed);
-    if (seen <= 0) return 0;
-    int64_t want = seen < static_cast<int64_t>(most) ? seen : most;
-    int64_t before = free_slots.fetch_sub(want, kRelaxed);
-    if (before >= want) return static_cast<uint32_t>(want);
-    // Others reserved some meanwhile: keep what was there, return the rest.
-    int64_t got = before > 0 ? before : 0;
-    free_slots.fetch_add(want - got, kRelaxed);
-    return static_cast<uint32_t>(got);
+    return TakeUpTo(&counters->free_slots, most);
   }
 
   // Claims `n` consecutive tickets after reserving room for n.
@@ -140,16 +131,7 @@ struct WorkQueue {
 
   // Reserves up to `most` items; returns how many (0 when none available).
   GROSR_HD uint32_t TryReserveItems(uint32_t most) const {
-    DeviceAtomicS64 available(counters->available);
-    int64_t seen = available.load(kRelaxed);
-    if (seen <= 0) return 0;
-    int64_t want = seen < static_cast<int64_t>(most) ? seen : most;
-    int64_t before = available.fetch_sub(want, kRelaxed);
-    if (before >= want) return static_cast<uint32_t>(want);
-    // Others took some meanwhile: keep what was there, return the rest.
-    int64_t got = before > 0 ? before : 0;
-    available.fetch_add(want - got, kRelaxed);
-    return static_cast<uint32_t>(got);
+    return TakeUpTo(&counters->available, most);
   }
 
   // Claims `n` consecutive tickets after TryReserveItems returned n.
@@ -184,14 +166,8 @@ struct WorkQueue {
   // produced: read them with IsReady/TakeReady (never blocking), in any
   // order, each exactly once, then ReleaseSpace.
   GROSR_HD uint32_t ReserveOrClaim(uint32_t most) const {
-    DeviceAtomicS64 available(counters->available);
-    const int64_t seen = available.load(kRelaxed);
-    const int64_t want = seen > 1 ? (seen < static_cast<int64_t>(most) ? seen : most) : 1;
-    const int64_t before = available.fetch_sub(want, kRelaxed);
-    int64_t got = before >= want ? want : (before > 0 ? before : 0);
-    if (got == 0) got = 1;  // keep one unit: a claim on the next item
-    if (got < want) available.fetch_add(want - got, kRelaxed);
-    return static_cast<uint32_t>(got);
+    // Nothing to take: keep one unit anyway, a claim on the next item.
+    return TakeUpTo(&counters->available, most, /*keep_at_least=*/1);
   }
 
   // True when the item of a taken ticket has been published.
@@ -224,6 +200,24 @@ struct WorkQueue {
   // Returns `n` read slots to producers.
   GROSR_HD void ReleaseSpace(uint32_t n) const {
     DeviceAtomicS64(counters->free_slots).fetch_add(n, kRelaxed);
+  }
+
+  // Takes up to `most` units of a counter that others take from and add to
+  // concurrently: one fetch_sub of what the counter seemed to hold, then
+  // the part that was not there is given back. Never keeps fewer than
+  // `keep_at_least` (the counter may then go negative). Returns the units
+  // kept.
+  static GROSR_HD uint32_t TakeUpTo(int64_t* counter, uint32_t most, uint32_t keep_at_least = 0) {
+    DeviceAtomicS64 units(*counter);
+    const int64_t seen = units.load(kRelaxed);
+    int64_t want = seen < static_cast<int64_t>(most) ? seen : most;
+    if (want < static_cast<int64_t>(keep_at_least)) want = keep_at_least;
+    if (want <= 0) return 0;
+    const int64_t before = units.fetch_sub(want, kRelaxed);
+    int64_t got = before >= want ? want : (before > 0 ? before : 0);
+    if (got < static_cast<int64_t>(keep_at_least)) got = keep_at_least;
+    if (got < want) units.fetch_add(want - got, kRelaxed);
+    return static_cast<uint32_t>(got);
   }
 
   // Items published or being published and not yet taken (a snapshot);
