@@ -86,7 +86,17 @@ namespace grosr {
   X(cuGraphInstantiate)                                                     \
   X(cuGraphExecDestroy)                                                     \
   X(cuGraphLaunch)                                                          \
-  X(cuGraphUpload)
+  X(cuGraphUpload)                                                          \
+  X(cuGraphInstantiateWithParams)                                           \
+  X(cuGraphGetNodes)                                                        \
+  X(cuStreamBeginCaptureToGraph)                                            \
+  X(cuMemAllocAsync)                                                        \
+  X(cuMemFreeAsync)                                                         \
+  X(cuDeviceGetDefaultMemPool)                                              \
+  X(cuMemPoolSetAttribute)                                                  \
+  X(cuMemPoolTrimTo)                                                        \
+  X(cuStreamWaitValue32)                                                    \
+  X(cuStreamWriteValue32)
 
 class CudaDriver {
  public:
