@@ -14,11 +14,14 @@
 #include <cstdio>
 #include <fstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "bench/cuda_dynamic_baselines.h"
 #include "host/cuda_resources.h"
 #include "host/runtime.h"
 #include "jit/compiler.h"
@@ -36,6 +39,7 @@ struct Result {
   std::string name;
   std::string unit;       // "us" per operation, or "tasks/s"
   double median = 0;      // or the single value
+  double p90 = 0;
   double p99 = 0;
   double min = 0;
   uint64_t samples = 0;
@@ -48,6 +52,7 @@ Result Summarize(std::string name, std::vector<double> us, std::string note) {
   r.name = std::move(name);
   r.unit = "us";
   r.median = us[us.size() / 2];
+  r.p90 = us[std::min(us.size() - 1, us.size() * 90 / 100)];
   r.p99 = us[std::min(us.size() - 1, us.size() * 99 / 100)];
   r.min = us.front();
   r.samples = us.size();
@@ -60,7 +65,7 @@ Result Single(std::string name, std::string unit, double value, uint64_t samples
   Result r;
   r.name = std::move(name);
   r.unit = std::move(unit);
-  r.median = r.p99 = r.min = value;
+  r.median = r.p90 = r.p99 = r.min = value;
   r.samples = samples;
   r.note = std::move(note);
   return r;
@@ -96,14 +101,22 @@ extern "C" __global__ void step_kernel(unsigned* counter) {
 }
 )grosr_src";
 
+struct BaselinePlan {
+  int launches = 10000;
+  bool static_baselines = true;   // launch+sync, stream chain, graph chain
+  bool dynamic_baselines = true;  // WHILE node, tail relaunch, CDP2, pinned round trip
+  std::vector<std::string> only_dynamic;
+};
+
 void RunBaselines(const CudaDriver& cu, const Compiler& compiler, const std::string& arch,
-                  int launches, std::vector<Result>* results) {
+                  const BaselinePlan& plan, std::vector<Result>* results) {
+  const int launches = plan.launches;
   CUdevice device;
   CUcontext context;
   BENCH_CHECK(cu.Check(cu.cuDeviceGet(&device, 0), "cuDeviceGet"));
   BENCH_CHECK(cu.Check(cu.cuDevicePrimaryCtxRetain(&context, device), "retain"));
   BENCH_CHECK(cu.Check(cu.cuCtxSetCurrent(context), "cuCtxSetCurrent"));
-  {
+  if (plan.static_baselines) {
     CompileOptions options;
     options.arch = arch;
     CompiledUnit unit = Value(compiler.Compile("baseline.cu", kBaselineKernels, options), "compile");
@@ -156,7 +169,7 @@ void RunBaselines(const CudaDriver& cu, const Compiler& compiler, const std::str
     BENCH_CHECK(cu.Check(cu.cuStreamEndCapture(stream.get(), &graph), "end capture"));
     CUgraphExec exec;
     auto instantiate_start = Clock::now();
-    BENCH_CHECK(cu.Check(cu.cuGraphInstantiate(&exec, graph, 0), "instantiate"));
+    BENCH_CHECK(cu.Check(cu.cuGraphInstantiateWithFlags(&exec, graph, 0), "instantiate"));
     const double instantiate_us = MicrosSince(instantiate_start);
     cu.cuGraphUpload(exec, stream.get());
     cu.cuGraphLaunch(exec, stream.get());
@@ -181,6 +194,22 @@ void RunBaselines(const CudaDriver& cu, const Compiler& compiler, const std::str
     }
     cu.cuGraphExecDestroy(exec);
     cu.cuGraphDestroy(graph);
+  }
+  // CUDA's own dynamic control flow (the GPU decides each step) and the
+  // host<->GPU floor for a ping-pong.
+  DynamicBaselineOptions dynamic;
+  dynamic.round_trips = launches;
+  dynamic.only = plan.only_dynamic;
+  std::vector<BaselineSeries> measured;
+  if (plan.dynamic_baselines) measured = RunDynamicBaselines(cu, compiler, arch, dynamic);
+  for (BaselineSeries& series : measured) {
+    if (absl::IsCancelled(series.status)) continue;  // not selected
+    if (!series.status.ok()) {
+      std::fprintf(stderr, "grosr_bench: baseline %s not measured: %s\n", series.name.c_str(),
+                   std::string(series.status.message()).c_str());
+      continue;
+    }
+    results->push_back(Summarize(series.name, std::move(series.us_per_step), series.note));
   }
   cu.cuDevicePrimaryCtxRelease(device);
 }
@@ -208,6 +237,24 @@ GROSR_TASK(chain_pure, PureArgs) {
     ctx.then(ctx.self(), PureArgs{args.left - 1, args.done + 1, args.steps});
   } else if (ctx.lane() == 0) {
     *args.steps = args.done + 1;
+  }
+}
+// The pure chain, timed on the GPU: SM cycles and global-timer ns between
+// the first and the last step (the chain stays on one warp, so one SM).
+struct ClockArgs { unsigned left; unsigned pad; unsigned long long cycles0; unsigned long long ns0;
+                   unsigned long long* out; };
+__device__ unsigned long long GlobalNs() {
+  unsigned long long t; asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t)); return t;
+}
+GROSR_TASK(chain_clock, ClockArgs) {
+  ClockArgs next = args;
+  if (args.cycles0 == 0) { next.cycles0 = clock64(); next.ns0 = GlobalNs(); }
+  if (args.left > 1) {
+    next.left = args.left - 1;
+    ctx.then(ctx.self(), next);
+  } else if (ctx.lane() == 0) {
+    args.out[0] = clock64() - args.cycles0;
+    args.out[1] = GlobalNs() - args.ns0;
   }
 }
 // Dependent chain through the device queue: each step is picked up by
@@ -241,6 +288,97 @@ struct TreeArgs {
   uint32_t depth, width;
   uint64_t* nodes;
 };
+struct ClockArgs {
+  uint32_t left, pad;
+  uint64_t cycles0, ns0;
+  uint64_t* out;
+};
+
+// A task whose code is replaced: version N writes N.
+std::string HotTaskSource(int version) {
+  return absl::StrCat("#include <grosr/task.h>\nstruct HotArgs { unsigned* out; };\n",
+                      "GROSR_TASK(hot, HotArgs) { if (ctx.lane() == 0) *args.out = ", version,
+                      "u; }\n");
+}
+
+// Loads while a host stream of tiny tasks runs: the pause each load caused,
+// as the stream saw it (the largest gap between its completions during the
+// load), and the load's own split into compile, link and pause.
+void RunHotLoad(Runtime& runtime, TaskId noop, std::vector<Result>* results) {
+  // A cold load first: a source no cache has seen.
+  LoadReport cold = Value(
+      runtime.LoadSource("hot.cu", absl::StrCat(HotTaskSource(0), "// ", Clock::now().time_since_epoch().count(), "\n")),
+      "cold load");
+  // Both versions the loop alternates between are compiled once here: the
+  // loop then measures cached loads.
+  Value(runtime.LoadSource("hot.cu", HotTaskSource(2)), "warm load");
+  Value(runtime.LoadSource("hot.cu", HotTaskSource(1)), "warm load");
+  std::atomic<bool> stop{false};
+  std::vector<double> completions;  // us since `origin`
+  const Clock::time_point origin = Clock::now();
+  std::thread stream([&] {
+    while (!stop.load()) {
+      TaskHandle h = Value(runtime.Submit(noop, NoArgs{}), "submit");
+      BENCH_CHECK(runtime.Wait(h));
+      completions.push_back(MicrosSince(origin));
+    }
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  const int loads = 20;
+  std::vector<std::pair<double, double>> windows;
+  std::vector<double> pause_us, compile_us, link_us, park_us, exit_us, install_us, relaunch_us,
+      module_us, unload_us;
+  for (int i = 0; i < loads; ++i) {
+    const double begin = MicrosSince(origin);
+    LoadReport report = Value(runtime.LoadSource("hot.cu", HotTaskSource(1 + i % 2)), "hot load");
+    windows.emplace_back(begin, MicrosSince(origin));
+    pause_us.push_back(absl::ToDoubleMicroseconds(report.pause_time));
+    compile_us.push_back(absl::ToDoubleMicroseconds(report.compile_time));
+    link_us.push_back(absl::ToDoubleMicroseconds(report.link_time));
+    park_us.push_back(absl::ToDoubleMicroseconds(report.park_time));
+    exit_us.push_back(absl::ToDoubleMicroseconds(report.exit_time));
+    install_us.push_back(absl::ToDoubleMicroseconds(report.install_time_in_pause));
+    relaunch_us.push_back(absl::ToDoubleMicroseconds(report.relaunch_time));
+    module_us.push_back(absl::ToDoubleMicroseconds(report.install_time));
+    unload_us.push_back(absl::ToDoubleMicroseconds(report.unload_time));
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  stop = true;
+  stream.join();
+  std::vector<double> gaps;
+  for (const auto& [begin, end] : windows) {
+    double widest = 0;
+    for (size_t k = 1; k < completions.size(); ++k) {
+      if (completions[k] < begin || completions[k - 1] > end) continue;
+      widest = std::max(widest, completions[k] - completions[k - 1]);
+    }
+    gaps.push_back(widest);
+  }
+  results->push_back(Summarize("grosr_load_gap_seen", gaps,
+                               "largest gap in a host Submit+Wait stream during a load (cached task)"));
+  results->push_back(Summarize("grosr_load_pause", pause_us,
+                               "kernel down per load: park, exit, module load, table, relaunch"));
+  results->push_back(Summarize("grosr_load_pause_park", park_us,
+                               "part of the pause: every worker parked at a task boundary"));
+  results->push_back(Summarize("grosr_load_pause_exit", exit_us,
+                               "part of the pause: parked kernel saved its work and exited"));
+  results->push_back(Summarize("grosr_load_pause_install", install_us,
+                               "part of the pause: cuModuleLoadData, table writes, old module unloaded"));
+  results->push_back(Summarize("grosr_load_pause_module", module_us,
+                               "of install: cuModuleLoadData + symbol lookups + table writes"));
+  results->push_back(Summarize("grosr_load_pause_unload", unload_us,
+                               "of install: cuModuleUnload of the replaced module"));
+  results->push_back(Summarize("grosr_load_pause_relaunch", relaunch_us,
+                               "part of the pause: relaunch until the control warp runs"));
+  results->push_back(Summarize("grosr_load_compile_cached", compile_us,
+                               "compile time of a cached task source"));
+  results->push_back(Summarize("grosr_load_link_cached", link_us, "link time, cached"));
+  results->push_back(Summarize(
+      "grosr_load_cold", {absl::ToDoubleMicroseconds(cold.compile_time + cold.link_time)},
+      absl::StrFormat("compile + link of an uncached task (compile %.1f ms, link %.1f ms)",
+                      absl::ToDoubleMilliseconds(cold.compile_time),
+                      absl::ToDoubleMilliseconds(cold.link_time))));
+}
 
 void RunGrosr(int pings, std::vector<Result>* results, DeviceInfo* info_out) {
   std::unique_ptr<Runtime> runtime = Value(Runtime::Create(), "Runtime::Create");
@@ -251,7 +389,7 @@ void RunGrosr(int pings, std::vector<Result>* results, DeviceInfo* info_out) {
   const TaskId chain_spawn = Value(runtime->Find("chain_spawn"), "find");
   const TaskId chain_pure = Value(runtime->Find("chain_pure"), "find");
   const TaskId tree = Value(runtime->Find("tree"), "find");
-  CUdeviceptr counter = Value(runtime->AllocateDeviceMemory(8), "alloc");
+  CUdeviceptr counter = Value(runtime->AllocateDeviceMemory(16), "alloc");
   BENCH_CHECK(runtime->Start());
 
   // Host ping-pong: submit an empty task, wait for its completion record.
@@ -292,6 +430,29 @@ void RunGrosr(int pings, std::vector<Result>* results, DeviceInfo* info_out) {
             "1M dependent steps, ctx.then (continuation on the warp), per step");
   run_chain(chain_pure, 1000000, "grosr_chain_pure",
             "1M dependent steps, ctx.then, no memory traffic in the task, per step", true);
+  {
+    // Cycles per dependent step, measured on the SM, and the clock it ran at.
+    const TaskId chain_clock = Value(runtime->Find("chain_clock"), "find");
+    const uint32_t steps = 1000000;
+    std::vector<double> cycles, mhz;
+    for (int rep = 0; rep < 5; ++rep) {
+      TaskHandle h = Value(runtime->Submit(chain_clock, ClockArgs{steps, 0, 0, 0,
+                                                                  reinterpret_cast<uint64_t*>(counter)}),
+                           "submit");
+      BENCH_CHECK(runtime->Wait(h));
+      uint64_t out[2] = {};
+      BENCH_CHECK(runtime->CopyFromDevice(out, counter, sizeof(out)));
+      cycles.push_back(static_cast<double>(out[0]) / (steps - 1));
+      mhz.push_back(out[1] > 0 ? static_cast<double>(out[0]) * 1e3 / static_cast<double>(out[1]) : 0);
+    }
+    Result c = Summarize("grosr_chain_cycles", cycles,
+                         "SM cycles per ctx.then step (clock64 on the chain's SM)");
+    c.unit = "cycles";
+    results->push_back(c);
+    Result m = Summarize("grosr_chain_sm_mhz", mhz, "SM clock during the chain (cycles / globaltimer)");
+    m.unit = "MHz";
+    results->push_back(m);
+  }
   run_chain(chain_spawn, 100000, "grosr_chain_spawn",
             "100k dependent steps, ctx.spawn through the device queue, per step");
 
@@ -347,6 +508,7 @@ void RunGrosr(int pings, std::vector<Result>* results, DeviceInfo* info_out) {
       }
     }
   }
+  RunHotLoad(*runtime, noop, results);
   Value(runtime->Shutdown(), "shutdown");
 }
 
@@ -355,9 +517,9 @@ std::string ToJson(const std::vector<Result>& results, const DeviceInfo& info,
   std::vector<std::string> items;
   for (const Result& r : results) {
     items.push_back(absl::StrFormat(
-        "    {\"name\": \"%s\", \"unit\": \"%s\", \"median\": %.6g, \"p99\": %.6g, "
+        "    {\"name\": \"%s\", \"unit\": \"%s\", \"median\": %.6g, \"p90\": %.6g, \"p99\": %.6g, "
         "\"min\": %.6g, \"samples\": %d, \"note\": \"%s\"}",
-        r.name, r.unit, r.median, r.p99, r.min, r.samples, r.note));
+        r.name, r.unit, r.median, r.p90, r.p99, r.min, r.samples, r.note));
   }
   return absl::StrFormat(
       "{\n  \"device\": \"%s\", \"arch\": \"%s\", \"sms\": %d, \"driver\": \"%s\",\n"
@@ -367,16 +529,28 @@ std::string ToJson(const std::vector<Result>& results, const DeviceInfo& info,
 }
 
 int Main(int argc, char** argv) {
+  std::setvbuf(stdout, nullptr, _IOLBF, 0);  // a crash keeps what was printed
   std::string json_path;
   int pings = 20000;
+  bool dynamic_baselines = true;
+  bool skip_all_but_dynamic = false;
+  std::vector<std::string> only_dynamic;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     if (a == "--json" && i + 1 < argc) {
       json_path = argv[++i];
     } else if (a == "--quick") {
       pings = 2000;
+    } else if (a == "--no-dynamic") {
+      dynamic_baselines = false;
+    } else if (a == "--dynamic" && i + 1 < argc) {
+      only_dynamic = absl::StrSplit(argv[++i], ',');
+    } else if (a == "--only-dynamic") {
+      skip_all_but_dynamic = true;
     } else {
-      std::fprintf(stderr, "usage: grosr_bench [--json FILE] [--quick]\n");
+      std::fprintf(stderr,
+                   "usage: grosr_bench [--json FILE] [--quick] [--no-dynamic]\n"
+                   "                   [--dynamic NAME,...] [--only-dynamic]\n");
       return 2;
     }
   }
@@ -391,20 +565,26 @@ int Main(int argc, char** argv) {
   }
   std::unique_ptr<Compiler> compiler = Value(Compiler::Create({}), "compiler");
   std::vector<Result> results;
-  RunBaselines(**driver, *compiler, DefaultArchitecture(), pings / 2, &results);
+  BaselinePlan plan;
+  plan.launches = pings / 2;
+  plan.static_baselines = !skip_all_but_dynamic;
+  plan.dynamic_baselines = dynamic_baselines;
+  plan.only_dynamic = only_dynamic;
+  RunBaselines(**driver, *compiler, DefaultArchitecture(), plan, &results);
   DeviceInfo info;
-  RunGrosr(pings, &results, &info);
+  if (!skip_all_but_dynamic) RunGrosr(pings, &results, &info);
 
   std::printf("%s (%s, %d SMs), driver %s, GROSR grid %d x %d warps\n", info.name.c_str(),
               info.arch.c_str(), info.sm_count, (*driver)->VersionString().c_str(), info.blocks,
               info.warps_per_block);
-  std::printf("%-20s %14s %12s %12s  %s\n", "benchmark", "median", "p99", "min", "what");
+  std::printf("%-26s %14s %12s %12s %12s  %s\n", "benchmark", "median", "p90", "p99", "min",
+              "what");
   for (const Result& r : results) {
     if (r.unit == "us") {
-      std::printf("%-20s %11.3f us %9.3f us %9.3f us  %s\n", r.name.c_str(), r.median, r.p99,
-                  r.min, r.note.c_str());
+      std::printf("%-26s %11.3f us %9.3f us %9.3f us %9.3f us  %s\n", r.name.c_str(), r.median,
+                  r.p90, r.p99, r.min, r.note.c_str());
     } else {
-      std::printf("%-20s %10.3g %s %25s  %s\n", r.name.c_str(), r.median, r.unit.c_str(), "",
+      std::printf("%-26s %10.3g %s %38s  %s\n", r.name.c_str(), r.median, r.unit.c_str(), "",
                   r.note.c_str());
     }
   }

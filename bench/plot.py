@@ -16,7 +16,7 @@ def main(source, target):
     with open(source) as f:
         data = json.load(f)
     latency = [r for r in data["results"] if r["unit"] == "us"]
-    rates = [r for r in data["results"] if r["unit"] != "us"]
+    rates = [r for r in data["results"] if r["unit"] == "tasks/s"]
     fig, (left, right) = plt.subplots(1, 2, figsize=(13, 4.8),
                                       gridspec_kw={"width_ratios": [3, 1]})
     names = [r["name"] for r in latency]

@@ -5,10 +5,13 @@
 //   bazel run //host:grosr -- list
 //   bazel run //host:grosr -- run add i32=2 i32=3 out:i32:1
 //   bazel run //host:grosr -- --repeat 1000 run countdown u32=100 out:u32:1
+//   bazel run //host:grosr -- watch 60     # serve tasks/, load what changes
 //
 // Arguments are packed like the fields of a C struct, in order (see
 // host/task_arguments.h): i32=V u32=V i64=V u64=V f32=V f64=V, out:T:N (a
 // poisoned device buffer, printed after), in:T:V1,V2,...
+#include <atomic>
+#include <csignal>
 #include <cstdio>
 #include <cstring>
 #include <string>
@@ -18,6 +21,7 @@
 #include "absl/strings/str_cat.h"
 #include "host/runtime.h"
 #include "host/task_arguments.h"
+#include "host/task_directory.h"
 
 namespace grosr {
 namespace {
@@ -26,6 +30,8 @@ constexpr char kUsage[] =
     "usage: grosr [--tasks DIR] [--device N] [--max-sms N] [--repeat N] COMMAND\n"
     "  list                 compile the tasks in DIR (default: tasks) and list them\n"
     "  run TASK ARG...      submit TASK, wait, print its outputs and statistics\n"
+    "  watch [SECONDS]      run the scheduler over DIR, loading every .cu added or\n"
+    "                       changed there while it runs (until Ctrl-C, or SECONDS)\n"
     "ARG: i32=V u32=V i64=V u64=V f32=V f64=V | out:T:N | in:T:V1,V2,...\n";
 
 struct OutputBuffer {
@@ -77,6 +83,39 @@ void PrintStats(const RuntimeStats& stats) {
               static_cast<unsigned long long>(stats.invalid_dispatches));
 }
 
+std::atomic<bool> g_interrupted{false};
+
+// `watch`: starts the scheduler over the directory and keeps loading what
+// changes there until interrupted or `seconds` pass.
+int Watch(Runtime& runtime, const std::string& directory, int seconds) {
+  if (absl::Status s = runtime.Start(); !s.ok()) {
+    std::fprintf(stderr, "grosr: %s\n", std::string(s.message()).c_str());
+    return 1;
+  }
+  absl::StatusOr<std::unique_ptr<TaskDirectory>> served =
+      TaskDirectory::Serve(runtime, directory, TaskDirectory::Options{});
+  if (!served.ok()) {
+    std::fprintf(stderr, "grosr: %s\n", std::string(served.status().message()).c_str());
+    return 1;
+  }
+  std::signal(SIGINT, [](int) { g_interrupted = true; });
+  std::signal(SIGTERM, [](int) { g_interrupted = true; });
+  std::printf("watching %s (Ctrl-C stops)\n", directory.c_str());
+  std::fflush(stdout);
+  const absl::Time until = seconds > 0 ? absl::Now() + absl::Seconds(seconds)
+                                       : absl::InfiniteFuture();
+  while (!g_interrupted && absl::Now() < until) absl::SleepFor(absl::Milliseconds(100));
+  (*served)->Stop();
+  absl::StatusOr<RuntimeStats> stats = runtime.Stats();
+  if (stats.ok()) PrintStats(*stats);
+  absl::StatusOr<ShutdownReport> report = runtime.Shutdown(absl::Seconds(10));
+  if (!report.ok()) {
+    std::fprintf(stderr, "grosr: %s\n", std::string(report.status().message()).c_str());
+    return 1;
+  }
+  return 0;
+}
+
 int Main(int argc, char** argv) {
   std::string tasks_dir = "tasks";
   RuntimeOptions options;
@@ -108,8 +147,11 @@ int Main(int argc, char** argv) {
       break;
     }
   }
-  if (rest.empty() || (rest[0] != "list" && rest[0] != "run") ||
-      (rest[0] == "run" && rest.size() < 2)) {
+  int watch_seconds = 0;
+  if (rest.empty() || (rest[0] != "list" && rest[0] != "run" && rest[0] != "watch") ||
+      (rest[0] == "run" && rest.size() < 2) ||
+      (rest[0] == "watch" && rest.size() > 1 &&
+       (!absl::SimpleAtoi(rest[1], &watch_seconds) || watch_seconds < 0))) {
     std::fputs(kUsage, stderr);
     return 2;
   }
@@ -128,6 +170,7 @@ int Main(int argc, char** argv) {
   const DeviceInfo& info = runtime.device_info();
   std::printf("%s (%s, %d SMs): %d blocks x %d warps, %d workers\n", info.name.c_str(),
               info.arch.c_str(), info.sm_count, info.blocks, info.warps_per_block, info.workers);
+  if (rest[0] == "watch") return Watch(runtime, tasks_dir, watch_seconds);
   absl::StatusOr<DirectoryLoad> loaded = runtime.LoadDirectory(tasks_dir);
   if (!loaded.ok()) {
     std::fprintf(stderr, "grosr: %s\n", std::string(loaded.status().message()).c_str());

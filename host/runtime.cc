@@ -4,6 +4,7 @@
 #include <immintrin.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstdio>
 #include <fstream>
 #include <sstream>
@@ -99,6 +100,9 @@ class Runtime::WaiterScope {
 Runtime::Runtime(RuntimeOptions options) : options_(std::move(options)) {}
 
 absl::StatusOr<std::unique_ptr<Runtime>> Runtime::Create(RuntimeOptions options) {
+  if (const char* sms = std::getenv("GROSR_MAX_SMS"); sms != nullptr && options.max_sms == 0) {
+    options.max_sms = std::atoi(sms);
+  }
   if (absl::Status valid = ValidateOptions(options); !valid.ok()) return valid;
   if (g_stuck_kernels.load() > 0) {
     return absl::FailedPreconditionError(
@@ -280,6 +284,7 @@ absl::Status Runtime::AllocateState() {
   const size_t heartbeats_at = device.Take(sizeof(WorkerHeartbeat) * num_warps);
   const size_t saves_at = device.Take(sizeof(WorkerSave) * num_warps);
   const size_t stop_at = device.Take(sizeof(uint32_t));
+  const size_t parked_at = device.Take(sizeof(uint32_t));
   const size_t never_at = device.Take(sizeof(uint32_t) * 64 * 33);
 
   Layout pinned;
@@ -331,6 +336,7 @@ absl::Status Runtime::AllocateState() {
   s.heartbeats = At<WorkerHeartbeat>(d, heartbeats_at);
   s.saves = At<WorkerSave>(d, saves_at);
   s.stop = At<uint32_t>(d, stop_at);
+  s.parked = At<uint32_t>(d, parked_at);
   s.host = At<HostShared>(hd, host_at);
   s.ring_sequence = At<uint64_t>(hd, ring_sequence_at);
   s.ring = At<TaskDescriptor>(hd, ring_at);
@@ -399,52 +405,234 @@ absl::StatusOr<LoadReport> Runtime::LoadFile(const std::string& path) {
 
 absl::StatusOr<LoadReport> Runtime::LoadSource(const std::string& name,
                                                const std::string& source) {
-  {
-    absl::MutexLock lock(&mu_);
-    if (phase_ != Phase::kCreated) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          "cannot load ", name, ": tasks are loaded before Start() (loading into a "
-          "running scheduler is not supported yet)"));
-    }
-  }
-  // Compiling takes no lock: other threads keep submitting meanwhile.
-  absl::StatusOr<TaskModuleImage> image =
-      BuildTaskModule(*compiler_, target_, info_.kernel_registers, name, source);
-  if (!image.ok()) return image.status();
-
-  MakeCurrent();
-  absl::MutexLock lock(&mu_);
-  if (phase_ != Phase::kCreated) {
-    return absl::FailedPreconditionError(absl::StrCat("cannot load ", name, ": Start() ran meanwhile"));
-  }
-  for (const std::string& task : image->task_names) {
-    if (by_name_.contains(task)) {
-      return absl::AlreadyExistsError(absl::StrCat(
-          name, ": task '", task, "' is already loaded (task names are unique)"));
-    }
-  }
-  if (tasks_.size() + image->task_names.size() > options_.table_capacity) {
-    return absl::ResourceExhaustedError(absl::StrCat(
-        name, ": the dispatch table is full (table_capacity ", options_.table_capacity, ")"));
-  }
-  absl::Time start = absl::Now();
-  absl::StatusOr<Module> module = Module::Load(*cu_, image->cubin);
-  if (!module.ok()) return module.status();
-  LoadReport report;
-  report.source = name;
-  report.compile_time = image->compile_time;
-  report.link_time = image->link_time;
-  report.from_cache = image->from_cache;
-  report.warnings = image->compile_log;
-  if (absl::Status installed = InstallTasks(*image, module->get(), &report); !installed.ok()) {
-    return installed;
-  }
-  task_modules_.push_back(std::move(*module));
-  report.install_time = absl::Now() - start;
-  return report;
+  const TaskSource one{name, source};
+  return std::move(LoadSources(absl::MakeConstSpan(&one, 1))[0]);
 }
 
-absl::Status Runtime::InstallTasks(const TaskModuleImage& image, CUmodule module,
+std::vector<absl::StatusOr<LoadReport>> Runtime::LoadFiles(
+    absl::Span<const std::string> paths) {
+  std::vector<TaskSource> sources;
+  std::vector<absl::StatusOr<LoadReport>> results(paths.size(), absl::UnknownError(""));
+  std::vector<size_t> readable;
+  for (size_t i = 0; i < paths.size(); ++i) {
+    std::ifstream in(paths[i], std::ios::binary);
+    if (!in) {
+      results[i] = absl::NotFoundError(absl::StrCat("cannot read task file ", paths[i]));
+      continue;
+    }
+    std::stringstream buffer;
+    buffer << in.rdbuf();
+    sources.push_back(TaskSource{paths[i], buffer.str()});
+    readable.push_back(i);
+  }
+  std::vector<absl::StatusOr<LoadReport>> loaded = LoadSources(sources);
+  for (size_t k = 0; k < readable.size(); ++k) results[readable[k]] = std::move(loaded[k]);
+  return results;
+}
+
+std::vector<absl::StatusOr<LoadReport>> Runtime::LoadSources(
+    absl::Span<const TaskSource> sources) {
+  std::vector<absl::StatusOr<LoadReport>> results(sources.size(), absl::UnknownError(""));
+  {
+    absl::MutexLock lock(&mu_);
+    if (phase_ == Phase::kShutDown) {
+      for (size_t i = 0; i < sources.size(); ++i) {
+        results[i] = absl::FailedPreconditionError(
+            absl::StrCat("cannot load ", sources[i].name, ": the runtime was shut down"));
+      }
+      return results;
+    }
+  }
+  // Compiling takes no lock and no pause: the scheduler keeps serving, and
+  // a source that fails here (compile error, loader rule) never pauses it.
+  std::vector<std::unique_ptr<PendingLoad>> pending(sources.size());
+  std::vector<PendingLoad*> to_install;
+  for (size_t i = 0; i < sources.size(); ++i) {
+    absl::StatusOr<TaskModuleImage> image = BuildTaskModule(
+        *compiler_, target_, info_.kernel_registers, sources[i].name, sources[i].text);
+    if (!image.ok()) {
+      results[i] = image.status();
+      continue;
+    }
+    pending[i] = std::make_unique<PendingLoad>();
+    pending[i]->image = std::move(*image);
+    to_install.push_back(pending[i].get());
+  }
+  if (!to_install.empty()) ApplyLoads(to_install);
+  for (size_t i = 0; i < sources.size(); ++i) {
+    if (pending[i] != nullptr) results[i] = std::move(pending[i]->result);
+  }
+  return results;
+}
+
+void Runtime::ApplyLoads(absl::Span<PendingLoad* const> loads) {
+  {
+    absl::MutexLock queue(&load_mu_);
+    queued_loads_.insert(queued_loads_.end(), loads.begin(), loads.end());
+  }
+  // Whoever holds the pause next installs everything queued by then, ours
+  // included; if an earlier holder took ours, they are done when we get it.
+  absl::MutexLock pause(&pause_mu_);
+  std::vector<PendingLoad*> batch;
+  {
+    absl::MutexLock queue(&load_mu_);
+    batch.swap(queued_loads_);
+  }
+  if (!batch.empty()) InstallBatch(batch);
+}
+
+void Runtime::InstallBatch(absl::Span<PendingLoad* const> batch) {
+  Phase phase;
+  {
+    absl::MutexLock lock(&mu_);
+    phase = phase_;
+  }
+  if (phase == Phase::kShutDown || failed_.load(std::memory_order_acquire)) {
+    absl::Status why = failed_.load() ? PollKernel()
+                                      : absl::FailedPreconditionError("the runtime was shut down");
+    for (PendingLoad* load : batch) load->result = why;
+    return;
+  }
+  MakeCurrent();
+  const bool pause = phase == Phase::kRunning;
+  const absl::Time pause_start = absl::Now();
+  absl::Time parked_at = pause_start;
+  if (pause) {
+    if (absl::Status stopped = StopForPause(&parked_at); !stopped.ok()) {
+      for (PendingLoad* load : batch) {
+        load->result = absl::Status(stopped.code(), absl::StrCat("cannot load ",
+                                                                  load->image.source_name, ": ",
+                                                                  stopped.message()));
+      }
+      return;
+    }
+  }
+  const absl::Time exited_at = absl::Now();
+  int installed = 0;
+  for (PendingLoad* load : batch) {
+    const absl::Time start = absl::Now();
+    absl::StatusOr<Module> module = Module::Load(*cu_, load->image.cubin);
+    if (!module.ok()) {
+      load->result = module.status();
+      continue;
+    }
+    LoadReport report;
+    report.source = load->image.source_name;
+    report.compile_time = load->image.compile_time;
+    report.link_time = load->image.link_time;
+    report.from_cache = load->image.from_cache;
+    report.warnings = load->image.compile_log;
+    absl::MutexLock lock(&mu_);
+    if (absl::Status done = InstallTasks(load->image, std::move(*module), &report); !done.ok()) {
+      load->result = done;
+      continue;
+    }
+    report.install_time = absl::Now() - start;
+    load->result = std::move(report);
+    ++installed;
+  }
+  std::vector<CUdeviceptr> frees;
+  const absl::Time unload_start = absl::Now();
+  {
+    absl::MutexLock lock(&mu_);
+    UnloadUnusedModules();
+    if (pause) frees.swap(deferred_frees_);  // cuMemFree works while the kernel is down
+  }
+  for (CUdeviceptr p : frees) cu_->cuMemFree(p);
+  const absl::Duration unload_time = absl::Now() - unload_start;
+  if (!pause) return;
+  const absl::Time installed_at = absl::Now();
+  absl::Status relaunched = LaunchKernel();
+  const absl::Time running_at = absl::Now();
+  const absl::Duration pause_time = running_at - pause_start;
+  pauses_.fetch_add(1, std::memory_order_relaxed);
+  for (PendingLoad* load : batch) {
+    if (!load->result.ok()) continue;
+    if (!relaunched.ok()) {
+      load->result = relaunched;
+      continue;
+    }
+    load->result->paused = true;
+    load->result->pause_time = pause_time;
+    load->result->park_time = parked_at - pause_start;
+    load->result->exit_time = exited_at - parked_at;
+    load->result->install_time_in_pause = installed_at - exited_at;
+    load->result->relaunch_time = running_at - installed_at;
+    load->result->unload_time = unload_time;
+    load->result->loads_in_pause = installed;
+  }
+}
+
+absl::Status Runtime::StopForPause(absl::Time* parked_at) {
+  SystemAtomic32(host_->command).store(kCommandPark, kRelease);
+  absl::Status parked = SpinUntil(
+      [&] { return SystemAtomic32(host_->kernel_state).load(kAcquire) == kKernelParked; },
+      options_.pause_timeout, [] { return std::string("every worker to reach a task boundary"); });
+  if (!parked.ok()) {
+    // Undo: the workers that parked go on where they were.
+    SystemAtomic32(host_->command).store(kCommandRun, kRelease);
+    if (failed_.load()) return parked;
+    (void)SpinUntil(
+        [&] { return SystemAtomic32(host_->kernel_state).load(kAcquire) == kKernelRunning; },
+        absl::Seconds(5), [] { return std::string("the scheduler to resume"); });
+    return absl::UnavailableError(absl::StrCat(
+        "the scheduler could not pause to load code (", parked.message(),
+        "); nothing was loaded and the scheduler keeps running"));
+  }
+  *parked_at = absl::Now();
+  // Every worker holds its work at a task boundary: let them save it and exit.
+  running_.store(false, std::memory_order_release);  // an exit is expected now
+  SystemAtomic32(host_->command).store(kCommandStop, kRelease);
+  const absl::Time deadline = absl::Now() + options_.stop_timeout;
+  CUresult query;
+  while ((query = cu_->cuStreamQuery(kernel_stream_.get())) == CUDA_ERROR_NOT_READY) {
+    if (absl::Now() >= deadline) {
+      return SetFatal(absl::InternalError(absl::StrCat(
+          "the scheduler kernel did not exit within ", absl::FormatDuration(options_.stop_timeout),
+          " after every worker parked")));
+    }
+    std::this_thread::yield();
+  }
+  if (query != CUDA_SUCCESS) return SetFatal(ContextLostError(query, "the scheduler kernel"));
+  return absl::OkStatus();
+}
+
+absl::Status Runtime::LaunchKernel() {
+  // The device's copy of the command and the park count start clean.
+  GROSR_CU_RETURN_IF_ERROR(
+      *cu_, cu_->cuMemsetD32(reinterpret_cast<CUdeviceptr>(state_.stop), kWorkersRun, 1),
+      "cuMemsetD32(stop)");
+  GROSR_CU_RETURN_IF_ERROR(
+      *cu_, cu_->cuMemsetD32(reinterpret_cast<CUdeviceptr>(state_.parked), 0, 1),
+      "cuMemsetD32(parked)");
+  SystemAtomic32(host_->kernel_state).store(kKernelNotStarted, kRelaxed);
+  SystemAtomic32(host_->command).store(kCommandRun, kRelease);
+  CUdeviceptr state = state_device_;
+  void* params[] = {&state};
+  GROSR_CU_RETURN_IF_ERROR(
+      *cu_,
+      cu_->cuLaunchKernel(kernel_, info_.blocks, 1, 1, options_.warps_per_block * 32, 1, 1,
+                          static_cast<unsigned>(info_.shared_bytes_per_block),
+                          kernel_stream_.get(), params, nullptr),
+      "cuLaunchKernel(grosr_scheduler)");
+  running_.store(true, std::memory_order_release);
+  return SpinUntil(
+      [&] { return SystemAtomic32(host_->kernel_state).load(kAcquire) == kKernelRunning; },
+      absl::Seconds(30), [] { return std::string("the scheduler kernel to start"); });
+}
+
+void Runtime::UnloadUnusedModules() {
+  for (auto it = task_modules_.begin(); it != task_modules_.end();) {
+    if ((*it)->live_entries > 0) {
+      ++it;
+      continue;
+    }
+    it = task_modules_.erase(it);  // ~Module unloads it
+    ++modules_unloaded_;
+  }
+}
+
+absl::Status Runtime::InstallTasks(const TaskModuleImage& image, Module module,
                                    LoadReport* report) {
   struct Found {
     std::string name;
@@ -452,18 +640,19 @@ absl::Status Runtime::InstallTasks(const TaskModuleImage& image, CUmodule module
     TaskInfo info{};
   };
   std::vector<Found> found;
+  size_t new_names = 0;
   for (const std::string& task : image.task_names) {
     Found f;
     f.name = task;
     CUdeviceptr symbol = 0;
     size_t bytes = 0;
     GROSR_CU_RETURN_IF_ERROR(
-        *cu_, cu_->cuModuleGetGlobal(&symbol, &bytes, module, TaskEntrySymbol(task).c_str()),
+        *cu_, cu_->cuModuleGetGlobal(&symbol, &bytes, module.get(), TaskEntrySymbol(task).c_str()),
         absl::StrCat("cuModuleGetGlobal(", TaskEntrySymbol(task), ")"));
     GROSR_CU_RETURN_IF_ERROR(*cu_, cu_->cuMemcpyDtoH(&f.entry, symbol, sizeof(f.entry)),
                              "cuMemcpyDtoH(task entry)");
     GROSR_CU_RETURN_IF_ERROR(
-        *cu_, cu_->cuModuleGetGlobal(&symbol, &bytes, module, TaskInfoSymbol(task).c_str()),
+        *cu_, cu_->cuModuleGetGlobal(&symbol, &bytes, module.get(), TaskInfoSymbol(task).c_str()),
         absl::StrCat("cuModuleGetGlobal(", TaskInfoSymbol(task), ")"));
     GROSR_CU_RETURN_IF_ERROR(*cu_, cu_->cuMemcpyDtoH(&f.info, symbol, sizeof(f.info)),
                              "cuMemcpyDtoH(task info)");
@@ -471,36 +660,61 @@ absl::Status Runtime::InstallTasks(const TaskModuleImage& image, CUmodule module
       return absl::InternalError(absl::StrCat(image.source_name, ": task ", task,
                                               " has a null entry point"));
     }
+    if (!by_name_.contains(task)) ++new_names;
     found.push_back(f);
   }
+  if (tasks_.size() + new_names > options_.table_capacity) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        image.source_name, ": the dispatch table is full (table_capacity ",
+        options_.table_capacity, ")"));
+  }
+  auto record = std::make_unique<ModuleRecord>();
+  record->module = std::move(module);
+  record->source = image.source_name;
   for (const Found& f : found) {
-    const TaskId id = static_cast<TaskId>(tasks_.size());
+    auto existing = by_name_.find(f.name);
+    const bool replacing = existing != by_name_.end();
+    const TaskId id = replacing ? existing->second : static_cast<TaskId>(tasks_.size());
+    // The table changes only while no kernel runs (before Start or in a
+    // pause): workers cache entries for a whole launch.
     GROSR_CU_RETURN_IF_ERROR(
         *cu_,
         cu_->cuMemcpyHtoD(reinterpret_cast<CUdeviceptr>(state_.info + id), &f.info,
                           sizeof(TaskInfo)),
         "cuMemcpyHtoD(task info)");
-    // The entry goes in last: a published entry always has its info.
     GROSR_CU_RETURN_IF_ERROR(
         *cu_,
         cu_->cuMemcpyHtoD(reinterpret_cast<CUdeviceptr>(state_.table + id), &f.entry,
                           sizeof(f.entry)),
         "cuMemcpyHtoD(dispatch table)");
-    auto record = std::make_unique<TaskRecord>();
-    record->name = f.name;
-    record->id = id;
-    record->arg_bytes = f.info.arg_bytes;
-    tasks_.push_back(std::move(record));
-    by_name_[f.name] = id;
+    if (replacing) {
+      TaskRecord& task = *tasks_[id];
+      --task.module->live_entries;
+      task.module = record.get();
+      task.arg_bytes = f.info.arg_bytes;
+      report->replaced.push_back(f.name);
+    } else {
+      auto task = std::make_unique<TaskRecord>();
+      task->name = f.name;
+      task->id = id;
+      task->arg_bytes = f.info.arg_bytes;
+      task->module = record.get();
+      tasks_.push_back(std::move(task));
+      by_name_[f.name] = id;
+    }
+    ++record->live_entries;
     {
       absl::MutexLock names(&names_mu_);
-      names_.resize(id + 1);
-      arg_bytes_.resize(id + 1);
+      if (names_.size() <= id) {
+        names_.resize(id + 1);
+        arg_bytes_.resize(id + 1);
+      }
       names_[id] = f.name;
       arg_bytes_[id] = f.info.arg_bytes;
     }
     report->tasks.push_back(LoadedTask{f.name, id});
   }
+  task_modules_.push_back(std::move(record));
   return absl::OkStatus();
 }
 
@@ -517,12 +731,12 @@ absl::StatusOr<DirectoryLoad> Runtime::LoadDirectory(const std::string& director
   closedir(dir);
   std::sort(files.begin(), files.end());
   DirectoryLoad result;
-  for (const std::string& file : files) {
-    absl::StatusOr<LoadReport> report = LoadFile(file);
-    if (report.ok()) {
-      result.loaded.push_back(std::move(*report));
+  std::vector<absl::StatusOr<LoadReport>> reports = LoadFiles(files);  // one pause
+  for (size_t i = 0; i < files.size(); ++i) {
+    if (reports[i].ok()) {
+      result.loaded.push_back(std::move(*reports[i]));
     } else {
-      result.failed.emplace_back(file, report.status());
+      result.failed.emplace_back(files[i], reports[i].status());
     }
   }
   return result;
@@ -550,28 +764,18 @@ std::string Runtime::NameOf(TaskId id) const {
 absl::Status Runtime::Start() {
   MakeCurrent();
   {
-    absl::MutexLock lock(&mu_);
-    if (phase_ != Phase::kCreated) {
-      return absl::FailedPreconditionError(
-          phase_ == Phase::kRunning ? "Start(): already running"
-                                    : "Start(): the runtime was shut down");
+    absl::MutexLock pause(&pause_mu_);  // no install half done
+    {
+      absl::MutexLock lock(&mu_);
+      if (phase_ != Phase::kCreated) {
+        return absl::FailedPreconditionError(
+            phase_ == Phase::kRunning ? "Start(): already running"
+                                      : "Start(): the runtime was shut down");
+      }
+      phase_ = Phase::kRunning;
     }
-    SystemAtomic32(host_->command).store(kCommandRun, kRelease);
-    CUdeviceptr state = state_device_;
-    void* params[] = {&state};
-    GROSR_CU_RETURN_IF_ERROR(
-        *cu_,
-        cu_->cuLaunchKernel(kernel_, info_.blocks, 1, 1, options_.warps_per_block * 32, 1, 1,
-                            static_cast<unsigned>(info_.shared_bytes_per_block),
-                            kernel_stream_.get(), params, nullptr),
-        "cuLaunchKernel(grosr_scheduler)");
-    phase_ = Phase::kRunning;
-    running_.store(true);
+    if (absl::Status started = LaunchKernel(); !started.ok()) return started;
   }
-  absl::Status started = SpinUntil(
-      [&] { return SystemAtomic32(host_->kernel_state).load(kAcquire) == kKernelRunning; },
-      absl::Seconds(30), [] { return std::string("the scheduler kernel to start"); });
-  if (!started.ok()) return started;
   if (options_.watchdog_deadline > absl::ZeroDuration()) {
     watchdog_ = std::thread([this] { WatchdogLoop(); });
   }
@@ -995,6 +1199,16 @@ absl::StatusOr<RuntimeStats> Runtime::Stats() {
       stats.tasks.push_back(std::move(t));
     }
     stats.ring_depth = ring_tail_ - SystemAtomic64(host_->submissions_taken).load(kAcquire);
+    stats.modules_loaded = task_modules_.size();
+    stats.modules_unloaded = modules_unloaded_;
+  }
+  stats.pauses = pauses_.load(std::memory_order_relaxed);
+  {
+    MakeCurrent();
+    size_t free_bytes = 0, total_bytes = 0;
+    if (cu_->cuMemGetInfo(&free_bytes, &total_bytes) == CUDA_SUCCESS) {
+      stats.device_free_bytes = free_bytes;
+    }
   }
   WorkQueueCounters queue{};
   uint64_t scalars[3] = {};
@@ -1184,6 +1398,7 @@ absl::Status Runtime::CopyFromDevice(void* to, CUdeviceptr from, size_t bytes) {
 // ---------------------------------------------------------------------------
 
 absl::StatusOr<ShutdownReport> Runtime::Shutdown(absl::Duration drain_timeout) {
+  absl::MutexLock pause(&pause_mu_);  // waits for a load's pause to finish
   Phase phase;
   {
     absl::MutexLock lock(&mu_);
@@ -1282,8 +1497,11 @@ void Runtime::ReleaseResources(bool context_lost) {
     // the primary context, which the driver destroys when its last user
     // releases it. The next Runtime retains a fresh one. (Resetting it
     // instead makes the driver ignore later releases.)
-    for (Module& m : task_modules_) m.Abandon();
-    task_modules_.clear();
+    {
+      absl::MutexLock lock(&mu_);
+      for (auto& record : task_modules_) record->module.Abandon();
+      task_modules_.clear();
+    }
     scheduler_module_.Abandon();
     arena_.Abandon();
     pinned_.Abandon();
@@ -1298,7 +1516,10 @@ void Runtime::ReleaseResources(bool context_lost) {
     return;
   }
   for (CUdeviceptr p : frees) cu_->cuMemFree(p);
-  task_modules_.clear();
+  {
+    absl::MutexLock lock(&mu_);
+    task_modules_.clear();
+  }
   scheduler_module_.Reset();
   arena_.Reset();
   pinned_.Reset();

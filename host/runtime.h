@@ -61,7 +61,8 @@ namespace grosr {
 
 struct RuntimeOptions {
   int device = 0;
-  // SMs the kernel covers; 0: all. 1 reproduces a single-SM scheduler.
+  // SMs the kernel covers; 0: all, or GROSR_MAX_SMS from the environment
+  // (the sanitizer runs use a small grid). 1 reproduces a single-SM scheduler.
   int max_sms = 0;
   int warps_per_block = 8;
   // Resident blocks per SM; 0: as many as fit (occupancy API).
@@ -81,6 +82,10 @@ struct RuntimeOptions {
   absl::Duration watchdog_interval = absl::Milliseconds(100);
   // How long Shutdown waits for the kernel to stop before giving up.
   absl::Duration stop_timeout = absl::Seconds(10);
+  // How long a load while running waits for every worker to reach a task
+  // boundary; past it the pause is undone and the load fails (the tasks
+  // keep running; the watchdog names a task that does not return).
+  absl::Duration pause_timeout = absl::Seconds(2);
   // Compile cache folder; empty: the default (see CompileCache).
   std::string cache_dir;
   // Extra include folders for tasks.
@@ -131,11 +136,28 @@ struct LoadedTask {
 struct LoadReport {
   std::string source;
   std::vector<LoadedTask> tasks;
+  std::vector<std::string> replaced;  // names that had code before this load
   absl::Duration compile_time;
   absl::Duration link_time;
-  absl::Duration install_time;
+  absl::Duration install_time;  // module load + table writes
+  // Loads into a running scheduler: how long the kernel was down (stop,
+  // module load, table writes, relaunch), shared by every load of the pause.
+  bool paused = false;
+  absl::Duration pause_time;
+  int loads_in_pause = 0;
+  // The pause's parts: every worker parked at a task boundary; the kernel
+  // exited; modules loaded, tables written, replaced modules unloaded; the
+  // kernel relaunched and running.
+  absl::Duration park_time, exit_time, install_time_in_pause, relaunch_time;
+  absl::Duration unload_time;  // of install_time_in_pause: replaced modules unloaded
   bool from_cache = false;
   std::string warnings;
+};
+
+// A task source for LoadSources: a name for messages (the path) and its text.
+struct TaskSource {
+  std::string name;
+  std::string text;
 };
 
 struct DirectoryLoad {
@@ -181,6 +203,10 @@ struct RuntimeStats {
   uint32_t pending = 0;           // queued or running anywhere
   uint64_t errors_reported = 0;
   std::vector<HungTask> hung;     // running past the watchdog deadline
+  uint64_t pauses = 0;            // kernel stops to load code while running
+  uint64_t modules_loaded = 0;    // task modules in memory now
+  uint64_t modules_unloaded = 0;  // replaced modules released so far
+  uint64_t device_free_bytes = 0; // cuMemGetInfo, for leak checks
 };
 
 struct TaskError {
@@ -209,10 +235,23 @@ class Runtime {
   Runtime(const Runtime&) = delete;
   Runtime& operator=(const Runtime&) = delete;
 
-  // Loading, before Start(). Each task of the source gets a new id.
+  // Loading, before Start() or while the scheduler runs. Each new task name
+  // gets a new id; a name already loaded is replaced: its id stays, queued
+  // and later dispatches run the new code, a task already running finishes
+  // on the old code, and the old module is unloaded once none of its tasks
+  // is left in the table. Compiling runs while the scheduler keeps serving;
+  // then, if it runs, the kernel pauses at task boundaries (workers park,
+  // holding their work), exits, the module loads, and the kernel relaunches
+  // over the same queues: nothing queued is lost or run twice, and
+  // submissions made meanwhile run after the pause. A source that does not
+  // compile or breaks a loader rule fails before any pause. Loads requested
+  // together (LoadSources, or from several threads at once) share a pause.
   absl::StatusOr<LoadReport> LoadFile(const std::string& path);
   absl::StatusOr<LoadReport> LoadSource(const std::string& name,
                                         const std::string& source);
+  // One result per source, in order; successful ones share one pause.
+  std::vector<absl::StatusOr<LoadReport>> LoadSources(absl::Span<const TaskSource> sources);
+  std::vector<absl::StatusOr<LoadReport>> LoadFiles(absl::Span<const std::string> paths);
   // Every *.cu in `directory`, in name order. A file that fails is listed
   // with its error and the others still load; an unreadable directory is an
   // error.
@@ -280,11 +319,23 @@ class Runtime {
 
  private:
   enum class Phase { kCreated, kRunning, kShutDown };
+  // A loaded task module and how many table entries still point into it.
+  struct ModuleRecord {
+    Module module;
+    std::string source;
+    int live_entries = 0;
+  };
   struct TaskRecord {
     std::string name;
     TaskId id = 0;
     uint32_t arg_bytes = 0;
+    ModuleRecord* module = nullptr;
     std::atomic<uint64_t> submitted{0};
+  };
+  // A compiled source waiting for its install (and, if running, a pause).
+  struct PendingLoad {
+    TaskModuleImage image;
+    absl::StatusOr<LoadReport> result = absl::UnknownError("not installed");
   };
   // Keeps Shutdown from freeing pinned memory under a waiting thread.
   class WaiterScope;
@@ -292,8 +343,20 @@ class Runtime {
   explicit Runtime(RuntimeOptions options);
   absl::Status Initialize();
   absl::Status AllocateState();
-  absl::Status InstallTasks(const TaskModuleImage& image, CUmodule module,
+  absl::Status InstallTasks(const TaskModuleImage& image, Module module,
                             LoadReport* report) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Queues `loads` and installs them, with whatever else is queued, under
+  // one pause (or none before Start).
+  void ApplyLoads(absl::Span<PendingLoad* const> loads);
+  void InstallBatch(absl::Span<PendingLoad* const> batch)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(pause_mu_);
+  // Parks every worker, then lets the kernel exit. On a timeout the park is
+  // undone and the kernel keeps running.
+  absl::Status StopForPause(absl::Time* parked_at) ABSL_EXCLUSIVE_LOCKS_REQUIRED(pause_mu_);
+  // Launches the kernel over the current state; returns once it runs.
+  absl::Status LaunchKernel();
+  // Unloads modules none of whose tasks is in the table (kernel stopped).
+  void UnloadUnusedModules() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // OK while the kernel runs (or before Start); the fatal error otherwise.
   absl::Status PollKernel();
   absl::Status SetFatal(absl::Status status);
@@ -334,7 +397,13 @@ class Runtime {
   DeviceCodeTarget target_;
   Module scheduler_module_;
   CUfunction kernel_ = nullptr;
-  std::vector<Module> task_modules_;
+  std::vector<std::unique_ptr<ModuleRecord>> task_modules_ ABSL_GUARDED_BY(mu_);
+  uint64_t modules_unloaded_ ABSL_GUARDED_BY(mu_) = 0;
+  // Held for a whole install (and its pause), by Start and by Shutdown.
+  absl::Mutex pause_mu_ ABSL_ACQUIRED_BEFORE(mu_);
+  absl::Mutex load_mu_;
+  std::vector<PendingLoad*> queued_loads_ ABSL_GUARDED_BY(load_mu_);
+  std::atomic<uint64_t> pauses_{0};
   Stream kernel_stream_;
   Stream copy_stream_;
   Stream watchdog_stream_;

@@ -8,6 +8,26 @@
 namespace grosr {
 namespace {
 
+// cuGetProcAddress resolves the base name written in the list; the member
+// gets the type of whatever cuda.h maps that name to. The two agree only
+// when the macro adds a version suffix (cuMemAlloc -> cuMemAlloc_v2). A
+// macro to another function (cuGraphInstantiate -> cuGraphInstantiateWith-
+// Flags) would pair the old entry point with the new signature: a crash.
+constexpr bool SameEntryPoint(const char* listed, const char* expanded) {
+  while (*listed != '\0' && *listed == *expanded) {
+    ++listed;
+    ++expanded;
+  }
+  return *listed == '\0' && (*expanded == '\0' || (expanded[0] == '_' && expanded[1] == 'v'));
+}
+#define GROSR_STRINGIZE_EXPANDED(x) GROSR_STRINGIZE(x)
+#define GROSR_STRINGIZE(x) #x
+#define GROSR_CHECK_ENTRY_POINT(name)                                          \
+  static_assert(SameEntryPoint(#name, GROSR_STRINGIZE_EXPANDED(name)),        \
+                #name " is a macro for another function in cuda.h: list that one");
+GROSR_CUDA_DRIVER_FUNCTIONS(GROSR_CHECK_ENTRY_POINT)
+#undef GROSR_CHECK_ENTRY_POINT
+
 using GetProcAddressFn = CUresult (*)(const char*, void**, int, cuuint64_t,
                                       CUdriverProcAddressQueryResult*);
 

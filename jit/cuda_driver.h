@@ -83,7 +83,7 @@ namespace grosr {
   X(cuGraphAddKernelNode)                                                   \
   X(cuGraphAddNode)                                                         \
   X(cuGraphConditionalHandleCreate)                                         \
-  X(cuGraphInstantiate)                                                     \
+  X(cuGraphInstantiateWithFlags)                                            \
   X(cuGraphExecDestroy)                                                     \
   X(cuGraphLaunch)                                                          \
   X(cuGraphUpload)                                                          \

@@ -18,11 +18,16 @@
 // round of atomics; batches shrink to one task when the queue is shallow,
 // so that a long task delays few others. Idle workers back off with __nanosleep.
 //
-// Stopping: the control warp copies the host's stop command to device
-// memory; workers look at it between batches, while idle, and every
-// stop_check_interval continuations, and save what they hold (the rest of a
-// batch, a pending continuation) to their WorkerSave slot, which the next
-// launch restores. Nothing is lost across a stop and relaunch.
+// Parking and stopping (hot-loading needs the kernel gone: the driver loads
+// no module while it runs): the control warp copies the host's command to
+// device memory; workers look at it between batches, while idle, every 8
+// tasks of a batch and every stop_check_interval continuations. On Park a
+// worker waits in place, holding its work; once all are parked the host
+// says Stop (each saves what it holds -- the rest of a batch, a pending
+// continuation, unread tickets -- to its WorkerSave slot, which the next
+// launch restores, and exits) or Run (each goes on; a park that could not
+// complete, e.g. behind a task that never returns, is undone). Nothing is
+// lost or run twice across a stop and relaunch.
 #include "grosr/scheduler_state.h"
 #include "grosr/task_context.h"
 
@@ -47,14 +52,25 @@ struct WarpScratch {
   uint32_t tickets;          //   [next_ticket, next_ticket + tickets)
   TaskId last_published;     // last id written to last_task
   uint64_t sequence;         // tasks started (heartbeat)
+  uint32_t ahead;            // while waiting: tasks to be produced before ours
+  uint32_t waits;            //   and polls since `ahead` was read
+  // The dispatch table entry of the task id run last. The table changes only
+  // while no kernel runs (tasks load between launches), so an entry read
+  // once stays valid for the launch: a chain of one task id costs no table
+  // or info load per step.
+  TaskEntry cached_entry;
+  TaskId cached_id;
+  uint32_t cached_arg_bytes;
   TaskDescriptor continuation[2];
   TaskDescriptor batch[kBatch];
 };
 
 __device__ GROSR_INLINE unsigned Lane() { return threadIdx.x & 31u; }
 
-__device__ GROSR_INLINE bool StopRequested(const SchedulerState& s) {
-  return DeviceAtomic32(*s.stop).load(kRelaxed) != 0;
+// True when the host asked workers to park or exit (one relaxed load: this
+// is checked between tasks).
+__device__ GROSR_INLINE bool Interrupted(const SchedulerState& s) {
+  return DeviceAtomic32(*s.stop).load(kRelaxed) != kWorkersRun;
 }
 
 // Indirect calls hide the callee from the kernel's register allocation: a
@@ -125,17 +141,37 @@ __device__ uint32_t IngestSubmissions(const SchedulerState& s, uint64_t* taken) 
   return n;
 }
 
-// Publishes the completion words that reached zero since the last look.
-__device__ void PublishFinishedGroups(const SchedulerState& s) {
+// The dirty flags of the completion words, loaded at the start of a control
+// round so that their latency overlaps the round's read of the host ring.
+struct DirtyFlags {
+  uint32_t total;       // lane 0: *dirty_total
+  uint32_t first_word;  // lane i: dirty_groups[i], for i < group_capacity / 32
+};
+
+__device__ GROSR_INLINE DirtyFlags LoadDirtyFlags(const SchedulerState& s) {
   const unsigned lane = Lane();
   const CompletionCounters& c = s.completion;
-  if (lane == 0 && DeviceAtomic32(*c.dirty_total).load(kRelaxed) != 0) {
+  DirtyFlags flags{0, 0};
+  if (lane == 0) flags.total = DeviceAtomic32(*c.dirty_total).load(kRelaxed);
+  if (lane < c.group_capacity / 32) {
+    flags.first_word = DeviceAtomic32(c.dirty_groups[lane]).load(kRelaxed);
+  }
+  return flags;
+}
+
+// Publishes the completion words that reached zero since the last look.
+__device__ void PublishFinishedGroups(const SchedulerState& s, DirtyFlags flags) {
+  const unsigned lane = Lane();
+  const CompletionCounters& c = s.completion;
+  if (lane == 0 && flags.total != 0) {
     DeviceAtomic32(*c.dirty_total).store(0, kRelaxed);
     uint64_t word = DeviceAtomic64(*c.total_word).load(kAcquire);
     SystemAtomic64(s.host->total_snapshot).store(word, kRelease);
   }
   for (uint32_t w = lane; w < c.group_capacity / 32; w += 32) {
-    if (DeviceAtomic32(c.dirty_groups[w]).load(kRelaxed) == 0) continue;
+    const uint32_t seen =
+        w < 32 ? flags.first_word : DeviceAtomic32(c.dirty_groups[w]).load(kRelaxed);
+    if (seen == 0) continue;
     uint32_t bits = DeviceAtomic32(c.dirty_groups[w]).exchange(0, kRelaxed);
     while (bits != 0) {
       uint32_t group = w * 32 + __ffs(bits) - 1;
@@ -146,29 +182,53 @@ __device__ void PublishFinishedGroups(const SchedulerState& s) {
   }
 }
 
+// Lane 0 of the control warp: passes a Park or Run command on to the
+// workers and reports to the host once every worker is parked.
+__device__ void FollowParkCommand(const SchedulerState& s, uint32_t command,
+                                  uint32_t* told_workers) {
+  if (command == kCommandPark) {
+    if (*told_workers != kWorkersPark) {
+      DeviceAtomic32(*s.stop).store(kWorkersPark, kRelaxed);
+      *told_workers = kWorkersPark;
+    }
+    // Acquire: the parked workers' last writes (counts, saves) come first.
+    if (DeviceAtomic32(*s.parked).load(kAcquire) == s.num_warps - 1 &&
+        SystemAtomic32(s.host->kernel_state).load(kRelaxed) != kKernelParked) {
+      SystemAtomic32(s.host->kernel_state).store(kKernelParked, kRelease);
+    }
+  } else if (command == kCommandRun && *told_workers != kWorkersRun) {
+    DeviceAtomic32(*s.stop).store(kWorkersRun, kRelaxed);
+    *told_workers = kWorkersRun;
+    SystemAtomic32(s.host->kernel_state).store(kKernelRunning, kRelaxed);
+  }
+}
+
 __device__ void RunControl(const SchedulerState& s) {
   const unsigned lane = Lane();
   uint64_t taken = SystemAtomic64(s.host->submissions_taken).load(kRelaxed);
   if (lane == 0) {
     SystemAtomic32(s.host->kernel_state).store(kKernelRunning, kRelaxed);
   }
-  for (uint32_t round = 0;; ++round) {
-    // Every look at host memory is a PCIe round trip (~1 us): the command
-    // word is read every 64 rounds, the ring every round.
-    if (round % 64 == 0) {
-      uint32_t command = 0;
-      if (lane == 0) command = SystemAtomic32(s.host->command).load(kRelaxed);
-      command = __shfl_sync(kFullMask, command, 0);
-      if (command == kCommandStop) break;
-    }
+  uint32_t told_workers = kWorkersRun;
+  for (;;) {
+    // A look at host memory is a PCIe round trip (~1 us). The round's loads
+    // (command word, dirty flags, then the ring in IngestSubmissions) are
+    // issued together, so their latencies overlap.
+    uint32_t command = 0;
+    if (lane == 0) command = SystemAtomic32(s.host->command).load(kRelaxed);
+    const DirtyFlags dirty = LoadDirtyFlags(s);
     uint32_t ingested;
     do {
       ingested = IngestSubmissions(s, &taken);
     } while (ingested == 32);
-    PublishFinishedGroups(s);
+    PublishFinishedGroups(s, dirty);
+    command = __shfl_sync(kFullMask, command, 0);
+    if (command == kCommandStop) break;
+    if (lane == 0) FollowParkCommand(s, command, &told_workers);
+    __syncwarp();
   }
   if (lane == 0) {
-    DeviceAtomic32(*s.stop).store(1, kRelaxed);
+    DeviceAtomic32(*s.stop).store(kWorkersExit, kRelaxed);
     SystemAtomic32(s.host->kernel_state).store(kKernelStopping, kRelaxed);
   }
 }
@@ -233,6 +293,8 @@ __device__ void TakeTickets(const SchedulerState& s, WarpScratch* w) {
     const uint32_t n = s.queue.ReserveOrClaim(most);
     w->next_ticket = s.queue.ClaimHeadTickets(n);
     w->tickets = n;
+    w->ahead = 0;  // read at the first wait
+    w->waits = 0;
   }
   __syncwarp();
 }
@@ -259,12 +321,19 @@ __device__ uint32_t ReadTickets(const SchedulerState& s, WarpScratch* w) {
 
 // How long a waiting warp sleeps: in proportion to the tasks that must be
 // produced before its ticket, so the next in line polls every few tens of
-// nanoseconds and the rest of the idle grid stays quiet.
-__device__ uint32_t WaitBackoffNs(const SchedulerState& s, const WarpScratch* w) {
+// nanoseconds and the rest of the idle grid stays quiet. Reading how far
+// the queue's tail is costs a load of the one line every producer updates:
+// a warp far back in line reads it only every 16th poll (thousands of idle
+// warps reading it each poll would saturate that line's L2 slice and slow
+// every producer).
+__device__ uint32_t WaitBackoffNs(const SchedulerState& s, WarpScratch* w) {
   uint32_t ns = 0;
   if (Lane() == 0) {
-    const uint64_t ahead = s.queue.ItemsAhead(w->next_ticket);
-    const uint64_t want = 32 + ahead * 64;
+    if (w->ahead < 8 || ++w->waits % 16 == 0) {
+      const uint64_t ahead = s.queue.ItemsAhead(w->next_ticket);
+      w->ahead = ahead < 0xffffu ? static_cast<uint32_t>(ahead) : 0xffffu;
+    }
+    const uint64_t want = 32 + uint64_t{w->ahead} * 64;
     ns = want < s.idle_sleep_max_ns ? static_cast<uint32_t>(want) : s.idle_sleep_max_ns;
   }
   return __shfl_sync(kFullMask, ns, 0);
@@ -285,6 +354,31 @@ __device__ void SaveWork(const SchedulerState& s, uint32_t worker, const WarpScr
     save.first_ticket = w->next_ticket;
   }
   __syncwarp();
+}
+
+// Called when Interrupted(): parks the warp until the host decides. Returns
+// true when the warp must exit (the caller saves what it holds first), false
+// when it goes on where it was. A parked warp holds its work (batch,
+// continuation, tickets) in shared memory, untouched.
+__device__ __noinline__ bool ParkOrExit(const SchedulerState& s, uint32_t worker) {
+  const unsigned lane = Lane();
+  uint32_t order = 0;
+  if (lane == 0) order = DeviceAtomic32(*s.stop).load(kRelaxed);
+  order = __shfl_sync(kFullMask, order, 0);
+  if (order != kWorkersPark) return order == kWorkersExit;
+  if (lane == 0) {
+    s.heartbeats[worker].busy = 0;
+    // Release: what this warp wrote comes before the count that says it
+    // stopped writing.
+    DeviceAtomic32(*s.parked).fetch_add(1, kRelease);
+    do {
+      SpinPause(1000);
+      order = DeviceAtomic32(*s.stop).load(kRelaxed);
+    } while (order == kWorkersPark);
+    DeviceAtomic32(*s.parked).fetch_sub(1, kRelaxed);
+  }
+  order = __shfl_sync(kFullMask, order, 0);
+  return order == kWorkersExit;
 }
 
 // Records a failure in the error ring (read by the host's RecentErrors).
@@ -315,15 +409,26 @@ __device__ uint32_t Dispatch(const SchedulerState& s, WarpScratch* w,
                              uint32_t worker) {
   const unsigned lane = Lane();
   const TaskId id = task->task_id;
-  TaskEntry entry = nullptr;
-  uint32_t code = kTaskOk;
-  if (id >= s.table_capacity || (entry = s.table[id]) == nullptr) {
-    code = kUnknownTask;
-  } else {
-    uint32_t expected = s.info[id].arg_bytes;
-    if (expected != kAnyArgBytes && expected != task->arg_bytes) code = kBadArguments;
+  TaskEntry entry = w->cached_entry;
+  uint32_t expected = w->cached_arg_bytes;
+  const bool cached = id == w->cached_id;
+  if (!cached) {
+    entry = id < s.table_capacity ? s.table[id] : nullptr;
+    if (entry != nullptr) expected = s.info[id].arg_bytes;
   }
+  uint32_t code = kTaskOk;
+  if (entry == nullptr) {
+    code = kUnknownTask;
+  } else if (expected != kAnyArgBytes && expected != task->arg_bytes) {
+    code = kBadArguments;
+  }
+  __syncwarp();  // every lane has read the cache before lane 0 rewrites it
   if (lane == 0) {
+    if (!cached && entry != nullptr) {
+      w->cached_entry = entry;
+      w->cached_id = id;
+      w->cached_arg_bytes = expected;
+    }
     w->ctx.task_id = id;
     w->ctx.group = task->group;
     w->ctx.status = code;
@@ -361,6 +466,11 @@ __device__ void RunWorker(const SchedulerState& s, WarpScratch* w, uint32_t work
     w->tickets = save.tickets;
     w->sequence = s.heartbeats[worker].sequence;
     w->last_published = 0xffffffffu;
+    w->ahead = 0;
+    w->waits = 0;
+    w->cached_id = 0xffffffffu;
+    w->cached_entry = nullptr;
+    w->cached_arg_bytes = 0;
     save.count = 0;
     save.tickets = 0;
   }
@@ -376,13 +486,13 @@ __device__ void RunWorker(const SchedulerState& s, WarpScratch* w, uint32_t work
       const bool need_tickets = w->tickets == 0;
       __syncwarp();  // every lane has read w before lane 0 rewrites it
       if (need_tickets) {
-        if (StopRequested(s)) break;
+        if (Interrupted(s) && ParkOrExit(s, worker)) break;
         TakeTickets(s, w);
       }
       count = ReadTickets(s, w);
       if (count == 0) {
         // Waiting for tasks owed to this warp's tickets.
-        if (StopRequested(s)) {
+        if (Interrupted(s) && ParkOrExit(s, worker)) {
           SaveWork(s, worker, w, nullptr, 0, nullptr);
           break;
         }
@@ -398,7 +508,7 @@ __device__ void RunWorker(const SchedulerState& s, WarpScratch* w, uint32_t work
     // A continuation replaces its task: the host's ticket moves along the
     // chain and completes when the chain ends, with its first failure.
     uint32_t chain_status = kTaskOk;
-    for (uint32_t chain = 1;; ++chain) {
+    for (uint32_t until_stop_check = s.stop_check_interval;;) {
       TaskDescriptor* next = &w->continuation[flip];
       uint32_t status = Dispatch(s, w, current, next, worker);
       if (chain_status == kTaskOk) chain_status = status;
@@ -422,7 +532,9 @@ __device__ void RunWorker(const SchedulerState& s, WarpScratch* w, uint32_t work
       if (!has_next) break;
       current = next;
       flip ^= 1;
-      if (chain % s.stop_check_interval == 0 && StopRequested(s)) {
+      if (--until_stop_check != 0) continue;
+      until_stop_check = s.stop_check_interval;
+      if (Interrupted(s) && ParkOrExit(s, worker)) {
         __syncwarp();
         SaveWork(s, worker, w, &w->batch[position], count - position, current);
         if (lane == 0) {
@@ -432,7 +544,7 @@ __device__ void RunWorker(const SchedulerState& s, WarpScratch* w, uint32_t work
         return;
       }
     }
-    if (position < count && position % 8 == 0 && StopRequested(s)) {
+    if (position < count && position % 8 == 0 && Interrupted(s) && ParkOrExit(s, worker)) {
       SaveWork(s, worker, w, &w->batch[position], count - position, nullptr);
       break;
     }
@@ -446,10 +558,25 @@ __device__ void RunWorker(const SchedulerState& s, WarpScratch* w, uint32_t work
 }  // namespace
 }  // namespace grosr
 
-extern "C" __global__ void __launch_bounds__(GROSR_WARPS_PER_BLOCK * 32)
+// With launch bounds ptxas ignores -maxrregcount for the kernel; a minimum
+// of blocks per SM is how the register budget reaches it (65,536 registers
+// per SM shared by those blocks).
+#define GROSR_MIN_BLOCKS_PER_SM \
+  (65536 / (GROSR_WARPS_PER_BLOCK * 32 * GROSR_REGISTER_BUDGET) > 0   \
+       ? 65536 / (GROSR_WARPS_PER_BLOCK * 32 * GROSR_REGISTER_BUDGET) \
+       : 1)
+
+extern "C" __global__ void __launch_bounds__(GROSR_WARPS_PER_BLOCK * 32, GROSR_MIN_BLOCKS_PER_SM)
     grosr_scheduler(const grosr::SchedulerState* __restrict__ state) {
   extern __shared__ __align__(16) unsigned char shared_bytes[];
-  const grosr::SchedulerState& s = *state;
+  // The block's copy of the (immutable) state: the scheduler and its tasks
+  // read these fields on every step, and shared memory answers in tens of
+  // cycles where a global load that misses L1 (acquire loads elsewhere on
+  // the SM invalidate it) costs hundreds.
+  __shared__ grosr::SchedulerState block_state;
+  if (threadIdx.x == 0) block_state = *state;
+  __syncthreads();
+  const grosr::SchedulerState& s = block_state;
   if (*s.never != 0) grosr::ReserveRegisterBudget(s.never);
   const uint32_t warp_in_block = threadIdx.x / 32;
   const uint32_t warp = blockIdx.x * GROSR_WARPS_PER_BLOCK + warp_in_block;

@@ -395,8 +395,9 @@ TEST(GpuScheduler, BadSubmissionsFailClearlyAndTheRuntimeKeepsServing) {
   // Oversized arguments never reach the GPU.
   char big[64] = {};
   EXPECT_TRUE(absl::IsInvalidArgument(runtime->Submit(ids.record, big, sizeof(big)).status()));
-  // Loading after Start is refused (hot-loading is a separate feature).
-  EXPECT_TRUE(absl::IsFailedPrecondition(runtime->LoadSource("late.cu", kTestTasks).status()));
+  // A source that does not compile, loaded while running: refused, nothing paused.
+  EXPECT_FALSE(runtime->LoadSource("late.cu", "not CUDA").ok());
+  EXPECT_EQ(runtime->Stats()->pauses, 0u);
 
   // Still serving.
   absl::StatusOr<TaskHandle> ok = runtime->Submit(

@@ -8,9 +8,12 @@
 #   bundle/bin/grosr_bench --json r.json     # benchmarks
 set -euo pipefail
 cd "$(dirname "$0")/.."
-targets=(//tests:gpu_scheduler_test //tests:gpu_fault_test //tests:runtime_api_test
-         //jit:compiler_test //tests:device_code_test //host:grosr)
-[[ -e bench/BUILD.bazel ]] && targets+=(//bench:grosr_bench)
+targets=(//tests:gpu_scheduler_test //tests:gpu_fault_test //tests:gpu_hot_load_test
+         //tests:gpu_slab_allocator_test //tests:runtime_api_test //jit:compiler_test
+         //tests:device_code_test //bench:cuda_dynamic_baselines_test //host:grosr
+         //bench:grosr_bench //bench:alloc)
+# GROSR_BUNDLE_TARGETS="//a:b //c:d" bundles just those.
+if [[ -n "${GROSR_BUNDLE_TARGETS:-}" ]]; then read -ra targets <<<"$GROSR_BUNDLE_TARGETS"; fi
 # Static: the GPU machine has no Bazel tree to find shared libraries in.
 bazel build -c opt --dynamic_mode=off "${targets[@]}"
 rm -rf bundle && mkdir -p bundle/bin

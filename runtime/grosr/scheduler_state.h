@@ -27,10 +27,26 @@ using TaskEntry = void (*)(TaskContext*, const void*);
 constexpr uint32_t kBatch = GROSR_BATCH;
 
 // Host commands, written by the host to HostShared::command.
-enum : uint32_t { kCommandRun = 0, kCommandStop = 1 };
+//   Run:  serve (also: resume from a park).
+//   Park: every worker stops at its next task boundary and waits, holding
+//         its work; the control warp keeps ingesting and reports Parked.
+//         The host then says Stop (the kernel exits: a pause to load
+//         modules) or Run (nothing happened: a pause that timed out on a
+//         task that would not return is undone).
+//   Stop: workers save their work to WorkerSave and the kernel exits.
+enum : uint32_t { kCommandRun = 0, kCommandStop = 1, kCommandPark = 2 };
 
 // Kernel states, written by the control warp to HostShared::kernel_state.
-enum : uint32_t { kKernelNotStarted = 0, kKernelRunning = 1, kKernelStopping = 2 };
+enum : uint32_t {
+  kKernelNotStarted = 0,
+  kKernelRunning = 1,
+  kKernelStopping = 2,
+  kKernelParked = 3,
+};
+
+// Values of SchedulerState::stop, the device copy of the command that
+// workers read.
+enum : uint32_t { kWorkersRun = 0, kWorkersExit = 1, kWorkersPark = 2 };
 
 // A host-submitted task's outcome, in pinned memory. `ticket` is written last
 // (release, system scope): once the host reads its ticket there, `status` is
@@ -95,7 +111,8 @@ struct SchedulerState {
   // Workers (device memory).
   WorkerHeartbeat* heartbeats; // [num_warps]
   WorkerSave* saves;           // [num_warps]
-  uint32_t* stop;              // device copy of the host's command
+  uint32_t* stop;              // kWorkers*: the command as workers see it
+  uint32_t* parked;            // workers waiting in a park
 
   // Shared with the host (pinned memory, device addresses).
   HostShared* host;

@@ -19,7 +19,9 @@
 // is not the expected one, or the page is full, undo (Release) and move on;
 // otherwise a clear bit is certain to exist (invariant 2): find and set it.
 // A full hint page is replaced by a fresh page from the pool (CAS on the
-// hint; the loser gives its fresh page back).
+// hint; the loser gives its fresh page back). The winner then retires the
+// page it replaced if that page emptied meanwhile: its last free found it
+// still a hint and kept it.
 // Free(p): find the page, check class and alignment, clear the block's bit
 // with fetch_and (a bit already clear is a double free: counted, nothing
 // changes), then Release: fetch_sub(1) on the state word. Whoever brings
@@ -138,19 +140,35 @@ struct SlabAllocator {
     const uint32_t cls = ClassFor(bytes);
     if (cls == 0) return AllocatePages(bytes, salt);
     DeviceAtomic64 hint(hints[cls * kShards + shard % kShards]);
-    for (int attempt = 0; attempt < 64; ++attempt) {
+    // No attempt limit: null only when the pool is empty and the hint did
+    // not move (a bounded loop returned null under a full grid's contention
+    // while pages were free). Each failed round means another thread took a
+    // block or replaced the hint: lock-free, not wait-free.
+    for (;;) {
       uint64_t h = hint.load(kAcquire);
+      bool hint_in_class = false;  // the hint page served `cls` when read
+      uint32_t hint_generation = 0;
       if (h != 0) {
         const uint32_t page = static_cast<uint32_t>(h - 1);
         const uint64_t seen = DeviceAtomic64(page_state[page]).load(kAcquire);
         if (ClassOf(seen) == cls) {
-          void* block = TakeBlock(page, cls, GenerationOf(seen), salt);
+          hint_in_class = true;
+          hint_generation = GenerationOf(seen);
+          void* block = TakeBlock(page, cls, hint_generation, salt);
           if (block != nullptr) return block;
         }
       }
-      // The hint page is full (or gone): bring a fresh one.
+      // The hint page is full (or gone). If another thread replaced the
+      // hint meanwhile, try its page before taking one from the pool.
+      if (hint.load(kAcquire) != h) continue;
       uint32_t fresh;
-      if (!TakePoolPages(1, salt + shard * 7919u, &fresh)) break;
+      if (!TakePoolPages(1, salt + shard * 7919u, &fresh)) {
+        // The pool can be empty only for a moment, while racing threads
+        // hold fresh pages they give back: if the hint moved, its page may
+        // have room. Null only when it did not.
+        if (hint.load(kAcquire) != h) continue;
+        break;
+      }
       DeviceAtomic64 state(page_state[fresh]);
       const uint64_t old = state.load(kRelaxed);
       // Class kFreePage -> cls, keeping transient reservations in `live`.
@@ -162,6 +180,9 @@ struct SlabAllocator {
         RetireIfEmpty(fresh, generation, cls);
         continue;
       }
+      // The page we stopped naming may have emptied while it was a hint
+      // (its last Release then kept it): retire it now, or nobody would.
+      if (hint_in_class) RetireIfEmpty(static_cast<uint32_t>(h - 1), hint_generation, cls);
       void* block = TakeBlock(fresh, cls, generation, salt);
       if (block != nullptr) return block;
     }

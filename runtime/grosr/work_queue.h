@@ -16,8 +16,9 @@
 // Producers first reserve room (`free_slots`), then claim tickets (`tail`),
 // write, and publish each slot with a release store of its sequence; then
 // they add to `available`. Consumers reserve items (`available`), claim
-// tickets (`head`), wait for each slot's publication with an acquire load,
-// copy it, release the slot, then add to `free_slots`.
+// tickets (`head`), wait for each slot's publication (polling relaxed, then
+// one acquire load before reading), copy it, release the slot, then add to
+// `free_slots`.
 //
 // What callers must guarantee:
 //  - A reservation is followed by exactly as many claims, writes/reads and
@@ -170,15 +171,21 @@ struct WorkQueue {
     return TakeUpTo(&counters->available, most, /*keep_at_least=*/1);
   }
 
-  // True when the item of a taken ticket has been published.
+  // True when the item of a taken ticket has been published. A relaxed
+  // load: waiters poll this, and on the GPU an acquire load invalidates the
+  // SM's L1 cache, slowing every busy warp of the SM; TakeReady acquires
+  // once, when there is something to take.
   GROSR_HD bool IsReady(uint64_t ticket) const {
-    return DeviceAtomic64(sequence[ticket & (capacity - 1)]).load(kAcquire) == ticket + 1;
+    return DeviceAtomic64(sequence[ticket & (capacity - 1)]).load(kRelaxed) == ticket + 1;
   }
 
   // Copies out the item of a taken ticket that IsReady said is published,
   // and frees its slot for the producer of ticket + capacity.
   GROSR_HD void TakeReady(uint64_t ticket, TaskDescriptor* item) const {
     uint64_t slot = ticket & (capacity - 1);
+    // Synchronizes with the producer's release of this publication (the
+    // word cannot move on before we free the slot), so its writes are seen.
+    (void)DeviceAtomic64(sequence[slot]).load(kAcquire);
     Copy16(item, &slots[slot], sizeof(TaskDescriptor));
     DeviceAtomic64(sequence[slot]).store(ticket + capacity, kRelease);
   }
