@@ -251,12 +251,14 @@ absl::StatusOr<ChainWords> AllocateChainWords(const CudaDriver& cu) {
   return words;
 }
 
-// Zeroes the counter and the error word. cuMemsetD32 runs on the legacy
-// stream, which does not order against the non-blocking stream the chain
-// runs on, so the context is synchronized before the (timed) launch.
-absl::Status ResetChain(const CudaDriver& cu, const ChainWords& words) {
-  GROSR_CU_RETURN_IF_ERROR(cu, cu.cuMemsetD32(words.counter(), 0, 2), "cuMemsetD32 (chain reset)");
-  GROSR_CU_RETURN_IF_ERROR(cu, cu.cuCtxSynchronize(), "cuCtxSynchronize (chain reset)");
+// Zeroes the counter and the error word on the chain's stream and waits,
+// before the (timed) launch. (Not cuCtxSynchronize: the 13.0 header declares
+// it without arguments while the H200's driver resolves the name to
+// cuCtxSynchronize_v2(CUcontext): called so, it read a garbage context.)
+absl::Status ResetChain(const CudaDriver& cu, CUstream stream, const ChainWords& words) {
+  GROSR_CU_RETURN_IF_ERROR(cu, cu.cuMemsetD32Async(words.counter(), 0, 2, stream),
+                           "cuMemsetD32Async (chain reset)");
+  GROSR_CU_RETURN_IF_ERROR(cu, cu.cuStreamSynchronize(stream), "cuStreamSynchronize (chain reset)");
   return absl::OkStatus();
 }
 
@@ -298,7 +300,7 @@ absl::StatusOr<std::vector<double>> TimeChains(const CudaDriver& cu, CUstream st
   const std::string& baseline = chain.baseline;
   std::vector<double> us_per_step;
   for (int rep = -1; rep < repetitions; ++rep) {  // -1: the warm-up
-    BASELINE_RETURN_IF_ERROR(ResetChain(cu, words));
+    BASELINE_RETURN_IF_ERROR(ResetChain(cu, stream, words));
     const Clock::time_point start = Clock::now();
     GROSR_CU_RETURN_IF_ERROR(cu, chain.launch(), absl::StrCat(baseline, ": launch"));
     const absl::Status synchronized =
@@ -699,10 +701,8 @@ std::vector<BaselineSeries> RunDynamicBaselines(const CudaDriver& cu, const Comp
       std::fprintf(stderr, "%s failed: %s\n", names[i].c_str(),
                    std::string(series.back().status.message()).c_str());
       // A baseline that lost the context takes every later one with it: say
-      // so once, instead of four confusing driver errors. (A stream query,
-      // not cuCtxSynchronize: after a failed conditional-node graph the
-      // driver crashed in cuCtxSynchronize on the H200.)
-      if (IsContextLost(cu.cuCtxGetCurrent(&context)) || context == nullptr) {
+      // so once, instead of four confusing driver errors.
+      if (IsContextLost(cu.cuStreamQuery(nullptr))) {
         shared = absl::FailedPreconditionError(
             absl::StrCat("not run: the CUDA context was lost during ", names[i]));
       }

@@ -13,6 +13,8 @@ namespace {
 // when the macro adds a version suffix (cuMemAlloc -> cuMemAlloc_v2). A
 // macro to another function (cuGraphInstantiate -> cuGraphInstantiateWith-
 // Flags) would pair the old entry point with the new signature: a crash.
+// cuCtxSynchronize is left out for the same reason: cuda.h 13.0 declares it
+// without arguments, the 580 driver resolves it to cuCtxSynchronize_v2(ctx).
 constexpr bool SameEntryPoint(const char* listed, const char* expanded) {
   while (*listed != '\0' && *listed == *expanded) {
     ++listed;

@@ -43,7 +43,7 @@ namespace grosr {
   X(cuDevicePrimaryCtxReset)                                                \
   X(cuCtxSetCurrent)                                                        \
   X(cuCtxGetCurrent)                                                        \
-  X(cuCtxSynchronize)                                                       \
+  X(cuMemsetD32Async)                                                       \
   X(cuCtxSetLimit)                                                          \
   X(cuCtxGetLimit)                                                          \
   X(cuModuleLoadData)                                                       \
