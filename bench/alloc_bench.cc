@@ -73,6 +73,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
+#include "bench/run_info.h"
 #include "bench/slab_kernels.h"
 #include "host/cuda_resources.h"
 #include "jit/compiler.h"
@@ -178,31 +179,6 @@ std::string JsonString(absl::string_view s) {
     }
   }
   return out + "\"";
-}
-
-std::string Commit() {
-  if (const char* c = std::getenv("GROSR_COMMIT"); c != nullptr && *c) return c;
-  const char* workspace = std::getenv("BUILD_WORKSPACE_DIRECTORY");  // bazel run
-  const std::string command =
-      absl::StrCat("git ", workspace ? absl::StrCat("-C '", workspace, "' ") : "",
-                   "rev-parse --short HEAD 2>/dev/null");
-  std::string out;
-  if (FILE* pipe = popen(command.c_str(), "r")) {
-    char buffer[128];
-    while (std::fgets(buffer, sizeof(buffer), pipe) != nullptr) out += buffer;
-    pclose(pipe);
-  }
-  out = std::string(absl::StripAsciiWhitespace(out));
-  return out.empty() ? "unknown" : out;
-}
-
-std::string UtcNow() {
-  std::time_t now = std::time(nullptr);
-  std::tm tm{};
-  gmtime_r(&now, &tm);
-  char buffer[32];
-  std::strftime(buffer, sizeof(buffer), "%Y-%m-%dT%H:%M:%SZ", &tm);
-  return buffer;
 }
 
 // --- the measurement, shared by every allocator ----------------------------------
@@ -788,7 +764,7 @@ int Main(int argc, char** argv) {
   GpuSession& gpu = **opened;
   RunInfo info;
   info.gpu = gpu.info();
-  info.commit = Commit();
+  info.commit = BuildCommit();
   info.date = UtcNow();
   info.resident_threads = static_cast<uint32_t>(info.gpu.sm_count * info.gpu.max_threads_per_sm);
   std::vector<Row> rows;

@@ -22,6 +22,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "bench/cuda_dynamic_baselines.h"
+#include "bench/run_info.h"
 #include "host/cuda_resources.h"
 #include "host/runtime.h"
 #include "jit/compiler.h"
@@ -523,9 +524,10 @@ std::string ToJson(const std::vector<Result>& results, const DeviceInfo& info,
   }
   return absl::StrFormat(
       "{\n  \"device\": \"%s\", \"arch\": \"%s\", \"sms\": %d, \"driver\": \"%s\",\n"
+      "  \"sm_clock_mhz\": %d, \"memory_clock_mhz\": %d, \"commit\": \"%s\", \"date\": \"%s\",\n"
       "  \"grid\": \"%d blocks x %d warps\",\n  \"results\": [\n%s\n  ]\n}\n",
-      info.name, info.arch, info.sm_count, driver, info.blocks, info.warps_per_block,
-      absl::StrJoin(items, ",\n"));
+      info.name, info.arch, info.sm_count, driver, info.clock_mhz, info.memory_clock_mhz,
+      BuildCommit(), UtcNow(), info.blocks, info.warps_per_block, absl::StrJoin(items, ",\n"));
 }
 
 int Main(int argc, char** argv) {

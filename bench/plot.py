@@ -20,7 +20,7 @@ def main(source, target):
     fig, (left, right) = plt.subplots(1, 2, figsize=(13, 4.8),
                                       gridspec_kw={"width_ratios": [3, 1]})
     names = [r["name"] for r in latency]
-    colors = ["tab:gray" if n.startswith("cuda") else "tab:blue" for n in names]
+    colors = ["tab:gray" if n.startswith(("cuda", "pinned")) else "tab:blue" for n in names]
     left.barh(names, [r["median"] for r in latency], color=colors,
               xerr=[[0] * len(latency),
                     [r["p99"] - r["median"] for r in latency]])

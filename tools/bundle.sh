@@ -22,6 +22,8 @@ for t in "${targets[@]}"; do
   cp "$path" bundle/bin/
 done
 cp tools/run_gpu_suite.sh bundle/
+# Results name the commit the binaries came from (bench/run_info.h).
+echo "$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- . ':!bench/*.md' || echo -dirty)" > bundle/COMMIT
 cp -r tasks bundle/tasks  # read by device_code_test and the grosr command
 rm -f bundle/tasks/BUILD.bazel
 chmod -R u+w bundle
