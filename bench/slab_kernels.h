@@ -52,6 +52,7 @@
 #include "absl/types/span.h"
 #include "grosr/slab_allocator.h"
 #include "host/cuda_resources.h"
+#include "host/slab_layout.h"
 #include "jit/compiler.h"
 #include "jit/cuda_driver.h"
 
@@ -84,25 +85,6 @@ std::vector<uint32_t> MixedSizes(uint32_t n, uint32_t max_bytes, uint64_t seed);
 // bytes long) for overlaps. Returns the first problem found, or OK.
 absl::Status CheckDisjoint(absl::Span<const uint64_t> blocks, absl::Span<const uint32_t> sizes,
                            uint64_t lo, uint64_t hi);
-
-// Arena geometry: pages of 2^page_shift bytes and the metadata they need,
-// all in one device buffer (offsets 256-byte aligned).
-struct SlabLayout {
-  uint32_t page_shift = 16;
-  uint32_t page_count = 0;
-  uint32_t words_per_page = 0;
-  uint32_t pool_words = 0;
-  uint64_t states_offset = 0, bits_offset = 0, pool_offset = 0, hints_offset = 0,
-           counters_offset = 0, metadata_bytes = 0;
-
-  // The largest whole number of pages in `arena_bytes` (at least one).
-  static SlabLayout For(uint64_t arena_bytes, uint32_t page_shift = 16);
-  uint64_t arena_bytes() const { return uint64_t{page_count} << page_shift; }
-  // The allocator view over an arena and metadata at these device addresses.
-  SlabAllocator View(CUdeviceptr arena, CUdeviceptr metadata) const;
-  // The pool words of a fresh allocator (every page free).
-  std::vector<uint64_t> InitialPool() const;
-};
 
 // --- GPU ------------------------------------------------------------------------
 

@@ -286,6 +286,19 @@ absl::Status Runtime::AllocateState() {
   const size_t stop_at = device.Take(sizeof(uint32_t));
   const size_t parked_at = device.Take(sizeof(uint32_t));
   const size_t never_at = device.Take(sizeof(uint32_t) * 64 * 33);
+  // The task heap: its pages in their own allocation, metadata here.
+  uint64_t heap_bytes = o.heap_bytes;
+  if (heap_bytes == 0) {
+    if (const char* env = std::getenv("GROSR_HEAP_BYTES"); env != nullptr) {
+      heap_bytes = std::strtoull(env, nullptr, 10);
+    } else {
+      size_t free_bytes = 0, total_bytes = 0;
+      cu_->cuMemGetInfo(&free_bytes, &total_bytes);
+      heap_bytes = std::min<uint64_t>(uint64_t{4} << 30, free_bytes / 8);
+    }
+  }
+  heap_layout_ = SlabLayout::For(std::max<uint64_t>(heap_bytes, 1), /*page_shift=*/16);
+  const size_t heap_metadata_at = device.Take(heap_layout_.metadata_bytes);
 
   Layout pinned;
   const size_t host_at = pinned.Take(sizeof(HostShared));
@@ -302,6 +315,13 @@ absl::Status Runtime::AllocateState() {
         arena.status().message(), " (lower queue_capacity?)"));
   }
   arena_ = std::move(*arena);
+  absl::StatusOr<DeviceMemory> heap = DeviceMemory::Allocate(*cu_, heap_layout_.arena_bytes());
+  if (!heap.ok()) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "the task heap needs ", heap_layout_.arena_bytes(), " bytes of device memory: ",
+        heap.status().message(), " (lower RuntimeOptions::heap_bytes)"));
+  }
+  heap_arena_ = std::move(*heap);
   absl::StatusOr<PinnedMemory> block = PinnedMemory::Allocate(*cu_, pinned.size());
   if (!block.ok()) return block.status();
   pinned_ = std::move(*block);
@@ -344,6 +364,7 @@ absl::Status Runtime::AllocateState() {
   s.group_snapshots = At<uint64_t>(hd, snapshots_at);
   s.last_task = At<uint32_t>(hd, last_task_at);
   s.never = At<uint32_t>(d, never_at);
+  s.heap = heap_layout_.View(heap_arena_.get(), d + heap_metadata_at);
   state_device_ = d + state_at;
 
   host_ = At<HostShared>(h, host_at);
@@ -367,6 +388,12 @@ absl::Status Runtime::AllocateState() {
   GROSR_CU_RETURN_IF_ERROR(
       *cu_, cu_->cuMemcpyHtoD(d + queue_counters_at, &counters, sizeof(counters)),
       "cuMemcpyHtoD(queue counters)");
+  const std::vector<uint64_t> pool = heap_layout_.InitialPool();  // every page free
+  GROSR_CU_RETURN_IF_ERROR(
+      *cu_,
+      cu_->cuMemcpyHtoD(d + heap_metadata_at + heap_layout_.pool_offset, pool.data(),
+                        pool.size() * sizeof(uint64_t)),
+      "cuMemcpyHtoD(heap pool)");
   GROSR_CU_RETURN_IF_ERROR(
       *cu_, cu_->cuMemcpyHtoD(state_device_, &state_, sizeof(state_)),
       "cuMemcpyHtoD(state)");
@@ -1077,6 +1104,15 @@ absl::Status Runtime::TaskOutcome(uint32_t status, TaskId task, uint64_t ticket)
       return absl::ResourceExhaustedError(absl::StrCat(who, ": the device queue was full"));
     case kAbandoned:
       return absl::AbortedError(absl::StrCat(who, ": abandoned at shutdown"));
+    case kBadFreeForeign:
+      return absl::InvalidArgumentError(
+          absl::StrCat(who, ": gpu_free of a pointer the task heap did not give out; refused"));
+    case kBadFreeMisaligned:
+      return absl::InvalidArgumentError(
+          absl::StrCat(who, ": gpu_free of a pointer inside a block, not its start; refused"));
+    case kBadFreeDouble:
+      return absl::InvalidArgumentError(
+          absl::StrCat(who, ": gpu_free of a block that is not allocated (double free); refused"));
     default:
       return absl::AbortedError(absl::StrCat(who, " failed with code ", status, " (",
                                              Hex(status), ")"));
@@ -1203,6 +1239,7 @@ absl::StatusOr<RuntimeStats> Runtime::Stats() {
     stats.modules_unloaded = modules_unloaded_;
   }
   stats.pauses = pauses_.load(std::memory_order_relaxed);
+  if (absl::Status heap = ReadHeapStats(&stats.heap); !heap.ok()) return heap;
   {
     MakeCurrent();
     size_t free_bytes = 0, total_bytes = 0;
@@ -1234,6 +1271,31 @@ absl::StatusOr<RuntimeStats> Runtime::Stats() {
   absl::MutexLock lock(&watchdog_mu_);
   stats.hung = hung_;
   return stats;
+}
+
+absl::Status Runtime::ReadHeapStats(HeapStats* heap) {
+  const SlabAllocator& view = state_.heap;
+  std::vector<uint64_t> states(view.page_count);
+  SlabCounters counters{};
+  absl::Status copied =
+      CopyOut(states.data(), reinterpret_cast<CUdeviceptr>(view.page_state),
+              states.size() * sizeof(uint64_t), copy_stream_.get());
+  if (copied.ok()) {
+    copied = CopyOut(&counters, reinterpret_cast<CUdeviceptr>(view.counters), sizeof(counters),
+                     copy_stream_.get());
+  }
+  if (!copied.ok()) return copied;
+  const SlabUsage usage = MeasureSlabUsage(states.data(), view.page_count, view.page_shift);
+  heap->arena_bytes = heap_layout_.arena_bytes();
+  heap->page_bytes = view.page_bytes();
+  heap->bytes_in_use = usage.bytes_in_use;
+  for (uint32_t c = 0; c < SlabAllocator::kMaxClasses; ++c) heap->blocks_in_use[c] = usage.blocks[c];
+  heap->pages_in_use = counters.pages_in_use;
+  heap->pages_high_water = counters.pages_high_water;
+  heap->failed_allocations = counters.failed;
+  heap->invalid_frees = counters.invalid_frees;
+  heap->double_frees = counters.double_frees;
+  return absl::OkStatus();
 }
 
 absl::StatusOr<std::vector<TaskError>> Runtime::RecentErrors() {
@@ -1504,6 +1566,7 @@ void Runtime::ReleaseResources(bool context_lost) {
     }
     scheduler_module_.Abandon();
     arena_.Abandon();
+    heap_arena_.Abandon();
     pinned_.Abandon();
     kernel_stream_.Abandon();
     copy_stream_.Abandon();
@@ -1522,6 +1585,7 @@ void Runtime::ReleaseResources(bool context_lost) {
   }
   scheduler_module_.Reset();
   arena_.Reset();
+  heap_arena_.Reset();
   pinned_.Reset();
   kernel_stream_.Reset();
   copy_stream_.Reset();

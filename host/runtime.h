@@ -54,6 +54,7 @@
 #include "grosr/task_context.h"
 #include "host/cuda_resources.h"
 #include "host/device_code.h"
+#include "host/slab_layout.h"
 #include "jit/compiler.h"
 #include "jit/cuda_driver.h"
 
@@ -74,6 +75,10 @@ struct RuntimeOptions {
   uint32_t table_capacity = 1024;          // task ids
   uint32_t error_capacity = 4096;          // failures kept for RecentErrors
   uint32_t stack_bytes = 4096;             // per thread, covers loaded tasks
+  // The task heap (ctx.gpu_malloc), reserved at Create in 64 KiB pages.
+  // 0: GROSR_HEAP_BYTES from the environment if set, else an eighth of the
+  // free device memory, at most 4 GiB.
+  uint64_t heap_bytes = 0;
   int register_budget = 64;                // -maxrregcount, kernel and tasks
   uint32_t idle_sleep_max_ns = 2000;       // idle worker backoff cap
   uint32_t stop_check_interval = 64;       // continuations between stop checks
@@ -195,6 +200,19 @@ struct HungTask {
   absl::Duration running_for;
 };
 
+// The task heap (ctx.gpu_malloc), from a copy of its page states.
+struct HeapStats {
+  uint64_t arena_bytes = 0;
+  uint64_t page_bytes = 0;
+  uint64_t bytes_in_use = 0;       // live blocks (and runs) at their class size
+  uint64_t blocks_in_use[SlabAllocator::kMaxClasses] = {};  // [class]: 16 << (class-1) B
+  uint64_t pages_in_use = 0;       // out of the pool
+  uint64_t pages_high_water = 0;
+  uint64_t failed_allocations = 0; // gpu_malloc returned null
+  uint64_t invalid_frees = 0;      // foreign or misaligned pointers
+  uint64_t double_frees = 0;
+};
+
 struct RuntimeStats {
   std::vector<TaskStats> tasks;   // one per loaded task
   uint64_t invalid_dispatches = 0;// tasks whose id was out of range
@@ -207,6 +225,7 @@ struct RuntimeStats {
   uint64_t modules_loaded = 0;    // task modules in memory now
   uint64_t modules_unloaded = 0;  // replaced modules released so far
   uint64_t device_free_bytes = 0; // cuMemGetInfo, for leak checks
+  HeapStats heap;
 };
 
 struct TaskError {
@@ -384,6 +403,7 @@ class Runtime {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(watchdog_mu_);
   std::string DescribeHung();
   absl::Status CopyOut(void* to, CUdeviceptr from, size_t bytes, CUstream stream);
+  absl::Status ReadHeapStats(HeapStats* heap);
   void ReleaseResources(bool context_lost);
   void MakeCurrent() const;
 
@@ -408,6 +428,8 @@ class Runtime {
   Stream copy_stream_;
   Stream watchdog_stream_;
   DeviceMemory arena_;
+  DeviceMemory heap_arena_;      // the task heap's pages
+  SlabLayout heap_layout_;
   PinnedMemory pinned_;
   SchedulerState state_{};       // host copy, device addresses
   CUdeviceptr state_device_ = 0;

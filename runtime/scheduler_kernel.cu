@@ -381,18 +381,6 @@ __device__ __noinline__ bool ParkOrExit(const SchedulerState& s, uint32_t worker
   return order == kWorkersExit;
 }
 
-// Records a failure in the error ring (read by the host's RecentErrors).
-__device__ void ReportError(const SchedulerState& s, const TaskDescriptor& task,
-                            uint32_t status, uint32_t worker) {
-  uint64_t index = DeviceAtomic64(*s.error_count).fetch_add(1, kRelaxed);
-  ErrorRecord& record = s.errors[index & (s.error_capacity - 1)];
-  record.task_id = task.task_id;
-  record.code = status;
-  record.ticket = task.ticket;
-  record.worker = worker;
-  record.gpu_time_ns = GlobalTimerNs();
-}
-
 // Tells a waiting host that its task (and the chain of continuations that
 // replaced it) finished with `status`.
 __device__ void CompleteTicket(const SchedulerState& s, uint32_t ticket, uint32_t status) {
@@ -514,7 +502,7 @@ __device__ void RunWorker(const SchedulerState& s, WarpScratch* w, uint32_t work
       if (chain_status == kTaskOk) chain_status = status;
       const bool has_next = w->ctx.has_next != 0;
       if (lane == 0) {
-        if (status != kTaskOk) ReportError(s, *current, status, worker);
+        if (status != kTaskOk) s.ReportError(current->task_id, status, current->ticket, worker);
         tally.CountOutcome(s, current->task_id, status);
         if (has_next) {
           next->ticket = current->ticket;

@@ -94,16 +94,16 @@ GROSR_TASK(second, grosr::NoArgs) {}
 
 // The slab allocator's core is device code too: a task using it compiles
 // through NVRTC and fits the scheduler's register budget.
-TEST_F(DeviceCodeTest, SlabAllocatorCompilesIntoATask) {
+TEST_F(DeviceCodeTest, TaskHeapCallsCompileWithinTheBudget) {
   auto module = Build("alloc.cu", R"(
 #include <grosr/task.h>
-#include <grosr/slab_allocator.h>
-struct Args { const grosr::SlabAllocator* heap; unsigned* failures; };
+struct Args { unsigned* failures; };
 GROSR_TASK(alloc_free, Args) {
-  void* p = args.heap->Allocate(64 + ctx.lane() * 40, ctx.worker_id(), ctx.lane());
-  if (p == nullptr) { atomicAdd(args.failures, 1u); return; }
+  void* p = ctx.gpu_malloc(64 + ctx.lane() * 40);
+  void* q = ctx.gpu_malloc_warp(100000);  // a run of whole pages
+  if (p == nullptr || q == nullptr) { atomicAdd(args.failures, 1u); return; }
   *static_cast<unsigned*>(p) = ctx.lane();
-  if (args.heap->Free(p) != grosr::SlabAllocator::kFreeOk) atomicAdd(args.failures, 1u);
+  if (!ctx.gpu_free(p) || !ctx.gpu_free(q)) atomicAdd(args.failures, 1u);
 }
 )");
   ASSERT_TRUE(module.ok()) << module.status();

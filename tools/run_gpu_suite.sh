@@ -25,7 +25,7 @@ run() {  # name, command...
   grep -E "^\[  (PASSED|FAILED|SKIPPED) \]" "$logs/$name.log" | sed 's/^/    /'
 }
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee "$logs/gpu.txt"
-for t in gpu_scheduler_test gpu_fault_test gpu_hot_load_test gpu_slab_allocator_test \
+for t in gpu_scheduler_test gpu_fault_test gpu_hot_load_test gpu_slab_allocator_test gpu_task_heap_test \
          runtime_api_test compiler_test device_code_test cuda_dynamic_baselines_test; do
   [[ -x bin/$t ]] || { echo "SKIP $t (not in this bundle)"; continue; }
   run "$t" timeout 300 bin/$t
@@ -35,7 +35,7 @@ if [[ "${1:-}" == "--sanitize" ]]; then
   [[ -x $cs ]] || cs=compute-sanitizer
   for tool in ${GROSR_SANITIZE_TOOLS:-memcheck racecheck synccheck}; do
     # A small grid: the tools slow every instruction of every idle warp.
-    run "sanitize_$tool" timeout 150 env GROSR_TEST_SCALE=0.01 GROSR_MAX_SMS=8 \
+    run "sanitize_$tool" timeout 150 env GROSR_TEST_SCALE=0.01 GROSR_MAX_SMS=8 GROSR_HEAP_BYTES=67108864 \
       "$cs" --tool "$tool" --error-exitcode 1 \
       bin/gpu_scheduler_test \
       --gtest_filter="${GROSR_SANITIZE_FILTER:-*Hundred*:*Chain*:*Tree*:*BadSubmissions*:*SpawnInto*:*SingleSm*:*Shutdown*}"
@@ -43,8 +43,12 @@ if [[ "${1:-}" == "--sanitize" ]]; then
   # Pauses and relaunches: memcheck over loads while tasks flow.
   if [[ -x bin/gpu_hot_load_test ]]; then
     run sanitize_memcheck_hot_load timeout 150 env GROSR_TEST_SCALE=0.01 GROSR_MAX_SMS=8 \
-      "$cs" --tool memcheck --error-exitcode 1 bin/gpu_hot_load_test \
+      GROSR_HEAP_BYTES=67108864 "$cs" --tool memcheck --error-exitcode 1 bin/gpu_hot_load_test \
       --gtest_filter='*WhileHundred*:*Replaced*:*Together*'
+  fi
+  if [[ -x bin/gpu_task_heap_test ]]; then
+    run sanitize_memcheck_task_heap timeout 150 env GROSR_TEST_SCALE=0.01 GROSR_MAX_SMS=8 \
+      GROSR_HEAP_BYTES=67108864 "$cs" --tool memcheck --error-exitcode 1 bin/gpu_task_heap_test
   fi
 fi
 echo "$passed passed, $failed failed"

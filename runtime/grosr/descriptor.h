@@ -27,6 +27,11 @@ enum : uint32_t {
   kBadArguments = 0x80000002u,    // argument size does not match the task's
   kQueueFull = 0x80000003u,       // a spawn found the device queue full
   kAbandoned = 0x80000004u,       // the runtime shut down before it ran
+  // A task's gpu_free was refused (reported in RecentErrors; the task goes
+  // on and is not marked failed): the pointer was not from the heap, ...
+  kBadFreeForeign = 0x80000005u,
+  kBadFreeMisaligned = 0x80000006u,  // ... not the start of a block, ...
+  kBadFreeDouble = 0x80000007u,      // ... or not allocated (a double free).
 };
 
 struct alignas(16) TaskDescriptor {

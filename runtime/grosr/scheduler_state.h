@@ -13,6 +13,7 @@
 #include "grosr/completion.h"
 #include "grosr/descriptor.h"
 #include "grosr/platform.h"
+#include "grosr/slab_allocator.h"
 #include "grosr/work_queue.h"
 
 namespace grosr {
@@ -124,6 +125,24 @@ struct SchedulerState {
 
   // Never set: makes the kernel reserve the register budget (see kernel).
   uint32_t* never;
+
+  // The task heap (ctx.gpu_malloc): an arena the host reserved at Create.
+  SlabAllocator heap;
+
+#if defined(__CUDACC__) || defined(__CUDACC_RTC__)
+  // Records a failure in the error ring, read by the host's RecentErrors.
+  // Any thread; one record per call.
+  __device__ void ReportError(TaskId task_id, uint32_t code, uint32_t ticket,
+                              uint32_t worker) const {
+    const uint64_t index = DeviceAtomic64(*error_count).fetch_add(1, kRelaxed);
+    ErrorRecord& record = errors[index & (error_capacity - 1)];
+    record.task_id = task_id;
+    record.code = code;
+    record.ticket = ticket;
+    record.worker = worker;
+    record.gpu_time_ns = GlobalTimerNs();
+  }
+#endif
 };
 
 }  // namespace grosr

@@ -35,6 +35,11 @@
 //                           the task: a host waiting for the task waits for
 //                           the whole chain
 //   ctx.fail(code)          report failure, code in 1..0x7fffffff
+//   ctx.gpu_malloc(bytes)   device memory from the runtime's heap, per lane,
+//                           no host call; null when the heap is full
+//   ctx.gpu_free(p)         gives it back (any task, any warp); a bad
+//                           pointer or double free is refused and reported
+//   ctx.gpu_malloc_warp(b)  the same from every active lane at once
 //   ctx.worker_id()         this warp's index, for per-worker scratch
 // Task ids come from the host (Runtime::Load returns them); pass them to
 // tasks in their arguments.

@@ -91,6 +91,46 @@ struct TaskContext {
   }
   __device__ GROSR_INLINE void then(TaskId id) { then(id, NoArgs{}); }
 
+  // --- device memory: the task heap -------------------------------------
+  // An arena the host reserved when the runtime was created
+  // (RuntimeOptions::heap_bytes); allocation and free are a few atomics, no
+  // host call. Blocks are 16-byte aligned; sizes up to half a page (32 KiB)
+  // come from size classes, larger ones from runs of whole 64 KiB pages (at
+  // most 64). A block outlives the task: another task (on any warp) may free
+  // it. Host-visible usage and failures: Runtime::Stats().heap.
+
+  // Any lane, each lane for itself. Null when the heap has no room (counted
+  // in Stats().heap.failed_allocations); memory freed later is usable again.
+  __device__ GROSR_INLINE void* gpu_malloc(size_t bytes) {
+    return state->heap.Allocate(bytes, worker, lane());
+  }
+
+  // Frees a block from gpu_malloc; nullptr is a no-op. A pointer the heap did
+  // not give out, not the start of a block, or already free is refused: the
+  // heap is unchanged, the refusal is counted (Stats().heap) and reported to
+  // the host as an error of this task (RecentErrors: kBadFree*). Returns
+  // true when the block was freed.
+  __device__ GROSR_INLINE bool gpu_free(void* pointer) {
+    const uint32_t result = state->heap.Free(pointer);
+    if (result == SlabAllocator::kFreeOk) return true;
+    const uint32_t code = result == SlabAllocator::kFreeForeign      ? kBadFreeForeign
+                          : result == SlabAllocator::kFreeMisaligned ? kBadFreeMisaligned
+                                                                     : kBadFreeDouble;
+    state->ReportError(task_id, code, 0, worker);
+    return false;
+  }
+
+  // The warp-wide form: every active lane calls it with its own size and
+  // gets its own block (or null). Lanes are spread over the page's bitmap
+  // words by lane index; today each lane still takes its block with its own
+  // atomics (a batched path that takes a warp's blocks with one reservation
+  // is planned), so it is as fast as gpu_malloc from every lane.
+  __device__ GROSR_INLINE void* gpu_malloc_warp(size_t bytes) {
+    void* block = gpu_malloc(bytes);
+    __syncwarp(__activemask());
+    return block;
+  }
+
   // --- implementation ----------------------------------------------------
   template <typename Args>
   __device__ GROSR_INLINE void Fill(TaskDescriptor* item, TaskId id,
