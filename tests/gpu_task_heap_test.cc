@@ -232,11 +232,17 @@ TEST(GpuTaskHeap, ExhaustedHeapReturnsNullAndRecovers) {
   const FillArgs args{1024, most, DevicePointer<uint64_t>(slots), DevicePointer<uint32_t>(count)};
   uint32_t first = 0;
   for (int round = 0; round < 2; ++round) {
+    // An emptied page that is another shard's hint stays with its class
+    // (fragmentation bound: one page per class per shard); a later round on
+    // another warp's shard cannot use it.
+    const uint64_t held = Heap(*runtime).pages_in_use;
+    EXPECT_LE(held, 8u) << "at most one empty hint page per shard";
     absl::StatusOr<TaskHandle> filled = runtime->Submit(fill, args);
     ASSERT_TRUE(filled.ok());
     GROSR_ASSERT_OK(runtime->Wait(*filled, absl::Seconds(10)));
     const uint32_t got = ReadBuffer<uint32_t>(*runtime, count, 1)[0];
-    EXPECT_EQ(got, 1024u) << "16 pages of 64 blocks of 1 KiB, round " << round;
+    EXPECT_GE(got, 1024u - 64u * held) << "16 pages of 64 blocks of 1 KiB, round " << round;
+    EXPECT_LE(got, 1024u);
     if (round == 0) first = got;
     HeapStats heap = Heap(*runtime);
     EXPECT_EQ(heap.failed_allocations, static_cast<uint64_t>(round + 1)) << "one null per round";
