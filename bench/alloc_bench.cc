@@ -311,6 +311,21 @@ absl::Status MeasureRounds(Workspace& w, const Config& cfg, const Allocator& a, 
   return absl::OkStatus();
 }
 
+// After a row every block is free again: records the pages the slab still
+// holds (an error if any) and its high-water mark.
+absl::Status RecordPagesHeld(DeviceSlab& slab, Row* row) {
+  absl::StatusOr<SlabSnapshot> s = slab.Snapshot();
+  if (!s.ok()) return s.status();
+  row->pages_held_after = s->pages_held;
+  row->pages_high_water = static_cast<int64_t>(s->counters.pages_high_water);
+  if (s->pages_held != 0) {
+    row->status = "errors";
+    row->note += absl::StrCat(row->note.empty() ? "" : "; ", s->pages_held,
+                              " pages held after every block was freed");
+  }
+  return absl::OkStatus();
+}
+
 // The row's alloc/free rounds, then whether any block was bad or any free
 // refused.
 absl::Status MeasureAllocFree(Workspace& w, const Config& cfg, const Allocator& a, uint32_t n,
@@ -828,14 +843,7 @@ int Main(int argc, char** argv) {
           row.note = "the demand exceeds half the pool";
         } else {
           check(MeasureAllocFree(w, cfg, a, n, bytes, &row));
-          absl::StatusOr<SlabSnapshot> s = slab->Snapshot();
-          check(s.status());
-          row.pages_held_after = s->pages_held;
-          row.pages_high_water = static_cast<int64_t>(s->counters.pages_high_water);
-          if (s->pages_held != 0) {
-            row.status = "errors";
-            row.note = absl::StrCat(s->pages_held, " pages held after every block was freed");
-          }
+          check(RecordPagesHeld(*slab, &row));
         }
         Progress(row);
         rows.push_back(row);
@@ -844,14 +852,7 @@ int Main(int argc, char** argv) {
     for (uint32_t n : cfg.threads) {
       Row row = MakeRow(a.name, "churn", n, 0);
       check(MeasureChurn(w, cfg, a, n, &row));
-      absl::StatusOr<SlabSnapshot> s = slab->Snapshot();
-      check(s.status());
-      row.pages_held_after = s->pages_held;
-      row.pages_high_water = static_cast<int64_t>(s->counters.pages_high_water);
-      if (s->pages_held != 0) {
-        row.status = "errors";
-        row.note += absl::StrCat("; ", s->pages_held, " pages held afterwards");
-      }
+      check(RecordPagesHeld(*slab, &row));
       Progress(row);
       rows.push_back(row);
     }

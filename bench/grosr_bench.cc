@@ -326,22 +326,38 @@ void RunHotLoad(Runtime& runtime, TaskId noop, std::vector<Result>* results) {
   });
   std::this_thread::sleep_for(std::chrono::milliseconds(50));
   const int loads = 20;
+  // The parts of each load's report that become a result each.
+  struct Part {
+    const char* name;
+    absl::Duration LoadReport::*time;
+    const char* note;
+    std::vector<double> us;
+  };
+  std::vector<Part> parts = {
+      {"grosr_load_pause", &LoadReport::pause_time,
+       "kernel down per load: park, exit, module load, table, relaunch", {}},
+      {"grosr_load_pause_park", &LoadReport::park_time,
+       "part of the pause: every worker parked at a task boundary", {}},
+      {"grosr_load_pause_exit", &LoadReport::exit_time,
+       "part of the pause: parked kernel saved its work and exited", {}},
+      {"grosr_load_pause_install", &LoadReport::install_time_in_pause,
+       "part of the pause: cuModuleLoadData, table writes, old module unloaded", {}},
+      {"grosr_load_pause_module", &LoadReport::install_time,
+       "of install: cuModuleLoadData + symbol lookups + table writes", {}},
+      {"grosr_load_pause_unload", &LoadReport::unload_time,
+       "of install: cuModuleUnload of the replaced module", {}},
+      {"grosr_load_pause_relaunch", &LoadReport::relaunch_time,
+       "part of the pause: relaunch until the control warp runs", {}},
+      {"grosr_load_compile_cached", &LoadReport::compile_time,
+       "compile time of a cached task source", {}},
+      {"grosr_load_link_cached", &LoadReport::link_time, "link time, cached", {}},
+  };
   std::vector<std::pair<double, double>> windows;
-  std::vector<double> pause_us, compile_us, link_us, park_us, exit_us, install_us, relaunch_us,
-      module_us, unload_us;
   for (int i = 0; i < loads; ++i) {
     const double begin = MicrosSince(origin);
     LoadReport report = Value(runtime.LoadSource("hot.cu", HotTaskSource(1 + i % 2)), "hot load");
     windows.emplace_back(begin, MicrosSince(origin));
-    pause_us.push_back(absl::ToDoubleMicroseconds(report.pause_time));
-    compile_us.push_back(absl::ToDoubleMicroseconds(report.compile_time));
-    link_us.push_back(absl::ToDoubleMicroseconds(report.link_time));
-    park_us.push_back(absl::ToDoubleMicroseconds(report.park_time));
-    exit_us.push_back(absl::ToDoubleMicroseconds(report.exit_time));
-    install_us.push_back(absl::ToDoubleMicroseconds(report.install_time_in_pause));
-    relaunch_us.push_back(absl::ToDoubleMicroseconds(report.relaunch_time));
-    module_us.push_back(absl::ToDoubleMicroseconds(report.install_time));
-    unload_us.push_back(absl::ToDoubleMicroseconds(report.unload_time));
+    for (Part& part : parts) part.us.push_back(absl::ToDoubleMicroseconds(report.*part.time));
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
   stop = true;
@@ -357,23 +373,7 @@ void RunHotLoad(Runtime& runtime, TaskId noop, std::vector<Result>* results) {
   }
   results->push_back(Summarize("grosr_load_gap_seen", gaps,
                                "largest gap in a host Submit+Wait stream during a load (cached task)"));
-  results->push_back(Summarize("grosr_load_pause", pause_us,
-                               "kernel down per load: park, exit, module load, table, relaunch"));
-  results->push_back(Summarize("grosr_load_pause_park", park_us,
-                               "part of the pause: every worker parked at a task boundary"));
-  results->push_back(Summarize("grosr_load_pause_exit", exit_us,
-                               "part of the pause: parked kernel saved its work and exited"));
-  results->push_back(Summarize("grosr_load_pause_install", install_us,
-                               "part of the pause: cuModuleLoadData, table writes, old module unloaded"));
-  results->push_back(Summarize("grosr_load_pause_module", module_us,
-                               "of install: cuModuleLoadData + symbol lookups + table writes"));
-  results->push_back(Summarize("grosr_load_pause_unload", unload_us,
-                               "of install: cuModuleUnload of the replaced module"));
-  results->push_back(Summarize("grosr_load_pause_relaunch", relaunch_us,
-                               "part of the pause: relaunch until the control warp runs"));
-  results->push_back(Summarize("grosr_load_compile_cached", compile_us,
-                               "compile time of a cached task source"));
-  results->push_back(Summarize("grosr_load_link_cached", link_us, "link time, cached"));
+  for (Part& part : parts) results->push_back(Summarize(part.name, std::move(part.us), part.note));
   results->push_back(Summarize(
       "grosr_load_cold", {absl::ToDoubleMicroseconds(cold.compile_time + cold.link_time)},
       absl::StrFormat("compile + link of an uncached task (compile %.1f ms, link %.1f ms)",

@@ -19,6 +19,7 @@ namespace grosr {
 namespace {
 
 using testing::DevicePointer;
+using testing::IdOf;
 using testing::PoisonedBuffer;
 using testing::ReadBuffer;
 using testing::Scaled;
@@ -87,12 +88,6 @@ struct SquareArgs {
 struct SpinArgs {
   uint32_t* flag;
 };
-
-TaskId IdOf(Runtime& runtime, const char* name) {
-  absl::StatusOr<TaskId> id = runtime.Find(name);
-  EXPECT_TRUE(id.ok()) << id.status();
-  return id.ok() ? *id : 0;
-}
 
 uint64_t Pauses(Runtime& runtime) {
   absl::StatusOr<RuntimeStats> stats = runtime.Stats();

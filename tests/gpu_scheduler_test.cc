@@ -139,11 +139,7 @@ Ids Load(Runtime& runtime) {
   absl::StatusOr<LoadReport> report = runtime.LoadSource("test_tasks.cu", kTestTasks);
   EXPECT_TRUE(report.ok()) << report.status();
   EXPECT_EQ(report->tasks.size(), 8u);
-  auto id = [&](const char* name) {
-    absl::StatusOr<TaskId> found = runtime.Find(name);
-    EXPECT_TRUE(found.ok()) << found.status();
-    return found.ok() ? *found : 0;
-  };
+  auto id = [&](const char* name) { return testing::IdOf(runtime, name); };
   return Ids{id("record"), id("fail_with"), id("chain"), id("tree"),
              id("spin_until"), id("spawn_many"), id("mark"), id("spawn_chain")};
 }

@@ -14,6 +14,7 @@ namespace grosr {
 namespace {
 
 using testing::DevicePointer;
+using testing::IdOf;
 using testing::PoisonedBuffer;
 using testing::ReadBuffer;
 using testing::Scaled;
@@ -98,12 +99,6 @@ struct FillArgs {
   uint64_t* slots;
   uint32_t* count;
 };
-
-TaskId IdOf(Runtime& runtime, const char* name) {
-  absl::StatusOr<TaskId> id = runtime.Find(name);
-  EXPECT_TRUE(id.ok()) << id.status();
-  return id.ok() ? *id : 0;
-}
 
 HeapStats Heap(Runtime& runtime) {
   absl::StatusOr<RuntimeStats> stats = runtime.Stats();

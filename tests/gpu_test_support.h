@@ -75,6 +75,13 @@ inline absl::Status ToStatus(const absl::Status& s) { return s; }
 template <typename T>
 absl::Status ToStatus(const absl::StatusOr<T>& s) { return s.status(); }
 
+// The id of a loaded task; a test failure (and 0) when it is not loaded.
+inline TaskId IdOf(Runtime& runtime, const char* name) {
+  absl::StatusOr<TaskId> id = runtime.Find(name);
+  EXPECT_TRUE(id.ok()) << id.status();
+  return id.ok() ? *id : 0;
+}
+
 template <typename T>
 T* DevicePointer(CUdeviceptr p) {
   return reinterpret_cast<T*>(p);
