@@ -92,14 +92,17 @@ int Watch(Runtime& runtime, const std::string& directory, int seconds) {
     std::fprintf(stderr, "grosr: %s\n", std::string(s.message()).c_str());
     return 1;
   }
+  // Before the first load: a Ctrl-C during a long cold compile must still
+  // shut the runtime down rather than kill the process under its kernel.
+  std::signal(SIGINT, [](int) { g_interrupted = true; });
+  std::signal(SIGTERM, [](int) { g_interrupted = true; });
   absl::StatusOr<std::unique_ptr<TaskDirectory>> served =
       TaskDirectory::Serve(runtime, directory, TaskDirectory::Options{});
   if (!served.ok()) {
     std::fprintf(stderr, "grosr: %s\n", std::string(served.status().message()).c_str());
+    (void)runtime.Shutdown();
     return 1;
   }
-  std::signal(SIGINT, [](int) { g_interrupted = true; });
-  std::signal(SIGTERM, [](int) { g_interrupted = true; });
   std::printf("watching %s (Ctrl-C stops)\n", directory.c_str());
   std::fflush(stdout);
   const absl::Time until = seconds > 0 ? absl::Now() + absl::Seconds(seconds)

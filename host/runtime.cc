@@ -10,6 +10,7 @@
 #include <sstream>
 
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 
@@ -100,8 +101,20 @@ class Runtime::WaiterScope {
 Runtime::Runtime(RuntimeOptions options) : options_(std::move(options)) {}
 
 absl::StatusOr<std::unique_ptr<Runtime>> Runtime::Create(RuntimeOptions options) {
+  // Environment overrides for options left at their defaults: a value
+  // that is not a positive number is an error, not a silent default.
   if (const char* sms = std::getenv("GROSR_MAX_SMS"); sms != nullptr && options.max_sms == 0) {
-    options.max_sms = std::atoi(sms);
+    if (!absl::SimpleAtoi(sms, &options.max_sms) || options.max_sms <= 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("GROSR_MAX_SMS='", sms, "' is not a positive number of SMs"));
+    }
+  }
+  if (const char* heap = std::getenv("GROSR_HEAP_BYTES");
+      heap != nullptr && options.heap_bytes == 0) {
+    if (!absl::SimpleAtoi(heap, &options.heap_bytes) || options.heap_bytes == 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("GROSR_HEAP_BYTES='", heap, "' is not a positive number of bytes"));
+    }
   }
   if (absl::Status valid = ValidateOptions(options); !valid.ok()) return valid;
   if (g_stuck_kernels.load() > 0) {
@@ -288,14 +301,10 @@ absl::Status Runtime::AllocateState() {
   const size_t never_at = device.Take(sizeof(uint32_t) * 64 * 33);
   // The task heap: its pages in their own allocation, metadata here.
   uint64_t heap_bytes = o.heap_bytes;
-  if (heap_bytes == 0) {
-    if (const char* env = std::getenv("GROSR_HEAP_BYTES"); env != nullptr) {
-      heap_bytes = std::strtoull(env, nullptr, 10);
-    } else {
-      size_t free_bytes = 0, total_bytes = 0;
-      cu_->cuMemGetInfo(&free_bytes, &total_bytes);
-      heap_bytes = std::min<uint64_t>(uint64_t{4} << 30, free_bytes / 8);
-    }
+  if (heap_bytes == 0) {  // neither the option nor GROSR_HEAP_BYTES (see Create)
+    size_t free_bytes = 0, total_bytes = 0;
+    cu_->cuMemGetInfo(&free_bytes, &total_bytes);
+    heap_bytes = std::min<uint64_t>(uint64_t{4} << 30, free_bytes / 8);
   }
   heap_layout_ = SlabLayout::For(std::max<uint64_t>(heap_bytes, 1), /*page_shift=*/16);
   const size_t heap_metadata_at = device.Take(heap_layout_.metadata_bytes);
@@ -423,11 +432,7 @@ Runtime::~Runtime() {
 // ---------------------------------------------------------------------------
 
 absl::StatusOr<LoadReport> Runtime::LoadFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return absl::NotFoundError(absl::StrCat("cannot read task file ", path));
-  std::stringstream buffer;
-  buffer << in.rdbuf();
-  return LoadSource(path, buffer.str());
+  return std::move(LoadFiles(absl::MakeConstSpan(&path, 1))[0]);
 }
 
 absl::StatusOr<LoadReport> Runtime::LoadSource(const std::string& name,
@@ -590,50 +595,109 @@ void Runtime::InstallBatch(absl::Span<PendingLoad* const> batch) {
   }
 }
 
+uint32_t Runtime::IssueCommand(uint32_t command) {
+  command_sequence_ = (command_sequence_ + 1) & 0xffffffu;
+  SystemAtomic32(host_->command).store(SignalWord(command, command_sequence_), kRelease);
+  return command_sequence_;
+}
+
+bool Runtime::KernelReported(uint32_t state, uint32_t sequence) const {
+  return SystemAtomic32(host_->kernel_state).load(kAcquire) == SignalWord(state, sequence);
+}
+
+void Runtime::ExpectKernelExit() {
+  // The epoch first: a PollKernel that finds the kernel gone and the epoch
+  // unchanged since before its query knows the exit was not asked for.
+  kernel_epoch_.fetch_add(1);
+  running_.store(false);
+}
+
+CUresult Runtime::WaitForKernelExit(absl::Duration timeout) {
+  const absl::Time start = absl::Now();
+  CUresult query;
+  while ((query = cu_->cuStreamQuery(kernel_stream_.get())) == CUDA_ERROR_NOT_READY) {
+    const absl::Duration waited = absl::Now() - start;
+    if (waited >= timeout) break;
+    // An exit after a park takes microseconds: poll tightly at first.
+    if (waited < absl::Milliseconds(1)) {
+      std::this_thread::yield();
+    } else {
+      absl::SleepFor(absl::Microseconds(100));
+    }
+  }
+  return query;
+}
+
+void Runtime::MarkKernelStuck() {
+  if (!kernel_stuck_.exchange(true)) g_stuck_kernels.fetch_add(1);
+}
+
 absl::Status Runtime::StopForPause(absl::Time* parked_at) {
-  SystemAtomic32(host_->command).store(kCommandPark, kRelease);
+  const uint32_t park = IssueCommand(kCommandPark);
   absl::Status parked = SpinUntil(
-      [&] { return SystemAtomic32(host_->kernel_state).load(kAcquire) == kKernelParked; },
-      options_.pause_timeout, [] { return std::string("every worker to reach a task boundary"); });
+      [&] { return KernelReported(kKernelParked, park); }, options_.pause_timeout,
+      [] { return std::string("every worker to reach a task boundary"); });
   if (!parked.ok()) {
-    // Undo: the workers that parked go on where they were.
-    SystemAtomic32(host_->command).store(kCommandRun, kRelease);
+    // Undo: the workers that parked go on where they were, and the control
+    // warp takes submissions again.
+    const uint32_t resume = IssueCommand(kCommandRun);
     if (failed_.load()) return parked;
-    (void)SpinUntil(
-        [&] { return SystemAtomic32(host_->kernel_state).load(kAcquire) == kKernelRunning; },
-        absl::Seconds(5), [] { return std::string("the scheduler to resume"); });
+    absl::Status resumed =
+        SpinUntil([&] { return KernelReported(kKernelRunning, resume); }, absl::Seconds(5),
+                  [] { return std::string("the scheduler to resume after an undone park"); });
+    if (!resumed.ok()) return resumed;
     return absl::UnavailableError(absl::StrCat(
         "the scheduler could not pause to load code (", parked.message(),
         "); nothing was loaded and the scheduler keeps running"));
   }
   *parked_at = absl::Now();
   // Every worker holds its work at a task boundary: let them save it and exit.
-  running_.store(false, std::memory_order_release);  // an exit is expected now
-  SystemAtomic32(host_->command).store(kCommandStop, kRelease);
-  const absl::Time deadline = absl::Now() + options_.stop_timeout;
-  CUresult query;
-  while ((query = cu_->cuStreamQuery(kernel_stream_.get())) == CUDA_ERROR_NOT_READY) {
-    if (absl::Now() >= deadline) {
-      return SetFatal(absl::InternalError(absl::StrCat(
-          "the scheduler kernel did not exit within ", absl::FormatDuration(options_.stop_timeout),
-          " after every worker parked")));
-    }
-    std::this_thread::yield();
+  ExpectKernelExit();
+  IssueCommand(kCommandStop);
+  const CUresult query = WaitForKernelExit(options_.stop_timeout);
+  if (query == CUDA_ERROR_NOT_READY) {
+    // Every worker had parked, yet the kernel runs on: it holds the context,
+    // which cannot be released under it (Shutdown leaves it to process exit).
+    MarkKernelStuck();
+    return SetFatal(absl::InternalError(absl::StrCat(
+        "the scheduler kernel did not exit within ", absl::FormatDuration(options_.stop_timeout),
+        " after every worker parked; the runtime cannot continue and the process must exit to "
+        "reclaim the GPU")));
   }
   if (query != CUDA_SUCCESS) return SetFatal(ContextLostError(query, "the scheduler kernel"));
   return absl::OkStatus();
 }
 
 absl::Status Runtime::LaunchKernel() {
-  // The device's copy of the command and the park count start clean.
+  absl::Status launched = LaunchKernelOnce();
+  // No kernel, or one that did not start: nothing would serve the queues.
+  if (!launched.ok()) {
+    return SetFatal(absl::Status(
+        launched.code(), absl::StrCat("the scheduler kernel could not be (re)launched: ",
+                                      launched.message(), "; the runtime cannot continue")));
+  }
+  return launched;
+}
+
+absl::Status Runtime::LaunchKernelOnce() {
+  // Table and state writes went through the legacy stream (cuMemcpyHtoD),
+  // which does not order against the non-blocking kernel stream: finish
+  // them first. The device's copy of the command and the park count are
+  // reset in the kernel's stream, ahead of it.
+  GROSR_CU_RETURN_IF_ERROR(*cu_, cu_->cuStreamSynchronize(CU_STREAM_LEGACY),
+                           "cuStreamSynchronize(legacy stream)");
   GROSR_CU_RETURN_IF_ERROR(
-      *cu_, cu_->cuMemsetD32(reinterpret_cast<CUdeviceptr>(state_.stop), kWorkersRun, 1),
-      "cuMemsetD32(stop)");
+      *cu_,
+      cu_->cuMemsetD32Async(reinterpret_cast<CUdeviceptr>(state_.stop), kWorkersRun, 1,
+                            kernel_stream_.get()),
+      "cuMemsetD32Async(stop)");
   GROSR_CU_RETURN_IF_ERROR(
-      *cu_, cu_->cuMemsetD32(reinterpret_cast<CUdeviceptr>(state_.parked), 0, 1),
-      "cuMemsetD32(parked)");
-  SystemAtomic32(host_->kernel_state).store(kKernelNotStarted, kRelaxed);
-  SystemAtomic32(host_->command).store(kCommandRun, kRelease);
+      *cu_,
+      cu_->cuMemsetD32Async(reinterpret_cast<CUdeviceptr>(state_.parked), 0, 1,
+                            kernel_stream_.get()),
+      "cuMemsetD32Async(parked)");
+  SystemAtomic32(host_->kernel_state).store(SignalWord(kKernelNotStarted, 0), kRelaxed);
+  const uint32_t run = IssueCommand(kCommandRun);
   CUdeviceptr state = state_device_;
   void* params[] = {&state};
   GROSR_CU_RETURN_IF_ERROR(
@@ -642,10 +706,9 @@ absl::Status Runtime::LaunchKernel() {
                           static_cast<unsigned>(info_.shared_bytes_per_block),
                           kernel_stream_.get(), params, nullptr),
       "cuLaunchKernel(grosr_scheduler)");
-  running_.store(true, std::memory_order_release);
-  return SpinUntil(
-      [&] { return SystemAtomic32(host_->kernel_state).load(kAcquire) == kKernelRunning; },
-      absl::Seconds(30), [] { return std::string("the scheduler kernel to start"); });
+  running_.store(true);
+  return SpinUntil([&] { return KernelReported(kKernelRunning, run); }, absl::Seconds(30),
+                   [] { return std::string("the scheduler kernel to start"); });
 }
 
 void Runtime::UnloadUnusedModules() {
@@ -847,12 +910,15 @@ absl::Status Runtime::PollKernel() {
   if (shut_down_.load(std::memory_order_acquire)) {
     return absl::FailedPreconditionError("the runtime was shut down");
   }
-  if (!running_.load(std::memory_order_acquire)) return absl::OkStatus();
+  const uint64_t epoch = kernel_epoch_.load();
+  if (!running_.load()) return absl::OkStatus();
   MakeCurrent();
   CUresult result = cu_->cuStreamQuery(kernel_stream_.get());
   if (result == CUDA_ERROR_NOT_READY) return absl::OkStatus();
   if (result == CUDA_SUCCESS) {
-    if (!running_.load(std::memory_order_acquire)) return absl::OkStatus();  // stopping
+    // An exit the host asked for (a pause or Shutdown, perhaps already
+    // relaunched) changed the epoch first.
+    if (kernel_epoch_.load() != epoch || !running_.load()) return absl::OkStatus();
     return SetFatal(absl::InternalError("the scheduler kernel exited unexpectedly"));
   }
   return SetFatal(ContextLostError(result, "the scheduler kernel"));
@@ -902,7 +968,7 @@ absl::Status Runtime::SpinUntil(Done done, absl::Duration timeout, What what) {
 absl::Status Runtime::WaitForRingRoom(uint64_t needed, absl::Duration wait_for_room) {
   auto room = [&] {
     uint64_t taken = SystemAtomic64(host_->submissions_taken).load(kAcquire);
-    return ring_tail_ + needed - taken <= options_.ring_capacity;
+    return ring_tail_.load(std::memory_order_relaxed) + needed - taken <= options_.ring_capacity;
   };
   if (room()) return absl::OkStatus();
   if (wait_for_room <= absl::ZeroDuration()) {
@@ -920,9 +986,14 @@ absl::Status Runtime::WaitForRingRoom(uint64_t needed, absl::Duration wait_for_r
   return status;
 }
 
-absl::StatusOr<uint64_t> Runtime::ClaimTicket(absl::Duration wait_for_room) {
+uint64_t Runtime::NextTicket() const {
   uint64_t ticket = next_ticket_;
   if (static_cast<uint32_t>(ticket) == 0) ++ticket;  // 0 means "untracked"
+  return ticket;
+}
+
+absl::Status Runtime::WaitForTicketSlot(absl::Duration wait_for_room) {
+  const uint64_t ticket = NextTicket();
   const uint32_t slot = static_cast<uint32_t>(ticket) & (options_.completion_capacity - 1);
   const uint64_t previous = slot_owner_[slot].load(std::memory_order_relaxed);
   CompletionRecord* record = &completions_[slot];
@@ -930,21 +1001,27 @@ absl::StatusOr<uint64_t> Runtime::ClaimTicket(absl::Duration wait_for_room) {
     return previous == 0 ||
            SystemAtomic32(record->ticket).load(kAcquire) == static_cast<uint32_t>(previous);
   };
-  if (!finished()) {
-    absl::Status status = wait_for_room <= absl::ZeroDuration()
-                              ? absl::DeadlineExceededError("no wait")
-                              : SpinUntil(finished, wait_for_room,
-                                          [] { return std::string("a tracked task to finish"); });
-    if (absl::IsDeadlineExceeded(status)) {
-      return absl::ResourceExhaustedError(absl::StrCat(
-          "too many tracked tasks in flight (completion_capacity ",
-          options_.completion_capacity, "): ticket ", previous,
-          " has not finished; submit untracked work or raise completion_capacity"));
-    }
-    if (!status.ok()) return status;
+  if (finished()) return absl::OkStatus();
+  absl::Status status = wait_for_room <= absl::ZeroDuration()
+                            ? absl::DeadlineExceededError("no wait")
+                            : SpinUntil(finished, wait_for_room,
+                                        [] { return std::string("a tracked task to finish"); });
+  if (absl::IsDeadlineExceeded(status)) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "too many tracked tasks in flight (completion_capacity ", options_.completion_capacity,
+        "): ticket ", previous,
+        " has not finished; submit untracked work or raise completion_capacity"));
   }
+  return status;
+}
+
+uint64_t Runtime::CommitTicket() {
+  const uint64_t ticket = NextTicket();
+  const uint32_t slot = static_cast<uint32_t>(ticket) & (options_.completion_capacity - 1);
+  const uint64_t previous = slot_owner_[slot].load(std::memory_order_relaxed);
   if (previous != 0) {
-    const uint32_t status = SystemAtomic32(record->status).load(kRelaxed);
+    // WaitForTicketSlot saw it finish; keep a failure for a late Wait.
+    const uint32_t status = SystemAtomic32(completions_[slot].status).load(kRelaxed);
     if (status != kTaskOk) {
       absl::MutexLock lock(&retired_mu_);
       retired_failures_[previous] = status;
@@ -960,7 +1037,8 @@ absl::StatusOr<uint64_t> Runtime::ClaimTicket(absl::Duration wait_for_room) {
 }
 
 void Runtime::WriteRing(const TaskDescriptor& descriptor) {
-  const uint64_t position = ring_tail_++;
+  const uint64_t position = ring_tail_.load(std::memory_order_relaxed);
+  ring_tail_.store(position + 1, std::memory_order_relaxed);
   const uint32_t slot = static_cast<uint32_t>(position) & (options_.ring_capacity - 1);
   std::memcpy(&ring_[slot], &descriptor, sizeof(descriptor));
   // The control warp reads the descriptor after seeing this word.
@@ -974,6 +1052,17 @@ absl::Status Runtime::CheckGroup(GroupId group) {
   return absl::OkStatus();
 }
 
+absl::Status Runtime::CheckCanSubmit(absl::string_view what, GroupId group) {
+  if (phase_ != Phase::kRunning) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        what, phase_ == Phase::kCreated ? ": call Start() first" : ": the runtime was shut down"));
+  }
+  return CheckGroup(group);
+}
+
+// Submitters queue on submit_mu_ and wait for room (ring slots, completion
+// slots) holding only it: mu_, which a load's pause needs, is held just for
+// the final checks and ring writes, which never wait.
 absl::StatusOr<TaskHandle> Runtime::Submit(TaskId task, const void* args, size_t bytes,
                                            const SubmitOptions& options) {
   if (bytes > kMaxInlineArgBytes) {
@@ -982,14 +1071,16 @@ absl::StatusOr<TaskHandle> Runtime::Submit(TaskId task, const void* args, size_t
         " travel inline (pass larger data by device pointer)"));
   }
   if (failed_.load(std::memory_order_acquire)) return PollKernel();
-  absl::MutexLock lock(&mu_);
-  if (phase_ != Phase::kRunning) {
-    return absl::FailedPreconditionError(phase_ == Phase::kCreated
-                                             ? "Submit(): call Start() first"
-                                             : "Submit(): the runtime was shut down");
+  absl::MutexLock submit(&submit_mu_);
+  WaiterScope scope(this);  // pinned memory stays while we look at it
+  {
+    absl::MutexLock lock(&mu_);
+    if (absl::Status valid = CheckCanSubmit("Submit()", options.group); !valid.ok()) return valid;
   }
-  if (absl::Status group = CheckGroup(options.group); !group.ok()) return group;
   if (absl::Status room = WaitForRingRoom(1, options.wait_for_room); !room.ok()) return room;
+  if (options.track) {
+    if (absl::Status slot = WaitForTicketSlot(options.wait_for_room); !slot.ok()) return slot;
+  }
   TaskDescriptor descriptor{};
   descriptor.task_id = task;
   descriptor.arg_bytes = static_cast<uint16_t>(bytes);
@@ -997,11 +1088,12 @@ absl::StatusOr<TaskHandle> Runtime::Submit(TaskId task, const void* args, size_t
   if (bytes > 0) std::memcpy(descriptor.args, args, bytes);
   TaskHandle handle;
   handle.task = task;
+  absl::MutexLock lock(&mu_);
+  // Shutdown may have begun while we waited.
+  if (absl::Status valid = CheckCanSubmit("Submit()", options.group); !valid.ok()) return valid;
   if (options.track) {
-    absl::StatusOr<uint64_t> ticket = ClaimTicket(options.wait_for_room);
-    if (!ticket.ok()) return ticket.status();
-    handle.ticket = *ticket;
-    descriptor.ticket = static_cast<uint32_t>(*ticket);
+    handle.ticket = CommitTicket();
+    descriptor.ticket = static_cast<uint32_t>(handle.ticket);
   }
   if (task < tasks_.size() && task != 0) {
     tasks_[task]->submitted.fetch_add(1, std::memory_order_relaxed);
@@ -1023,16 +1115,20 @@ absl::Status Runtime::SubmitBatch(absl::Span<const TaskRequest> requests, GroupI
     }
   }
   if (failed_.load(std::memory_order_acquire)) return PollKernel();
-  absl::MutexLock lock(&mu_);
-  if (phase_ != Phase::kRunning) {
-    return absl::FailedPreconditionError("SubmitBatch(): the runtime is not running");
+  absl::MutexLock submit(&submit_mu_);
+  WaiterScope scope(this);
+  {
+    absl::MutexLock lock(&mu_);
+    if (absl::Status valid = CheckCanSubmit("SubmitBatch()", group); !valid.ok()) return valid;
   }
-  if (absl::Status valid = CheckGroup(group); !valid.ok()) return valid;
   size_t done = 0;
   while (done < requests.size()) {
     const uint64_t chunk =
         std::min<uint64_t>(requests.size() - done, options_.ring_capacity / 2);
-    if (absl::Status room = WaitForRingRoom(chunk, wait_for_room); !room.ok()) {
+    absl::Status room = WaitForRingRoom(chunk, wait_for_room);
+    absl::MutexLock lock(&mu_);
+    if (room.ok()) room = CheckCanSubmit("SubmitBatch()", group);
+    if (!room.ok()) {
       return absl::Status(room.code(), absl::StrCat(room.message(), " (", done, " of ",
                                                     requests.size(), " submitted)"));
     }
@@ -1234,7 +1330,7 @@ absl::StatusOr<RuntimeStats> Runtime::Stats() {
       t.failed = counters[id].failed;
       stats.tasks.push_back(std::move(t));
     }
-    stats.ring_depth = ring_tail_ - SystemAtomic64(host_->submissions_taken).load(kAcquire);
+    stats.ring_depth = ring_tail_.load() - SystemAtomic64(host_->submissions_taken).load(kAcquire);
     stats.modules_loaded = task_modules_.size();
     stats.modules_unloaded = modules_unloaded_;
   }
@@ -1477,14 +1573,9 @@ absl::StatusOr<ShutdownReport> Runtime::Shutdown(absl::Duration drain_timeout) {
     if (drain_timeout > absl::ZeroDuration()) {
       (void)Drain(drain_timeout);  // what did not finish is reported below
     }
-    running_.store(false, std::memory_order_release);  // an exit is expected now
-    SystemAtomic32(host_->command).store(kCommandStop, kRelease);
-    const absl::Time deadline = absl::Now() + options_.stop_timeout;
-    CUresult query;
-    while ((query = cu_->cuStreamQuery(kernel_stream_.get())) == CUDA_ERROR_NOT_READY &&
-           absl::Now() < deadline) {
-      absl::SleepFor(absl::Microseconds(100));
-    }
+    ExpectKernelExit();
+    IssueCommand(kCommandStop);
+    const CUresult query = WaitForKernelExit(options_.stop_timeout);
     if (query == CUDA_ERROR_NOT_READY) {
       // A task that never returns holds its warp: the kernel cannot stop.
       {
@@ -1512,8 +1603,7 @@ absl::StatusOr<ShutdownReport> Runtime::Shutdown(absl::Duration drain_timeout) {
       uint64_t total = 0;
       cu_->cuMemcpyDtoH(&total, reinterpret_cast<CUdeviceptr>(state_.completion.total_word), 8);
       report.tasks_abandoned = PendingOf(total);
-      absl::MutexLock lock(&mu_);
-      report.submissions_abandoned = ring_tail_ - taken;
+      report.submissions_abandoned = ring_tail_.load() - taken;
     }
   }
   watchdog_stop_.Notify();
@@ -1526,10 +1616,12 @@ absl::StatusOr<ShutdownReport> Runtime::Shutdown(absl::Duration drain_timeout) {
   }
   // Waiting threads read pinned memory: let them see shut_down_ and leave.
   while (waiters_.load(std::memory_order_acquire) != 0) absl::SleepFor(absl::Microseconds(50));
-  const bool kernel_stuck = absl::IsDeadlineExceeded(result);
-  if (kernel_stuck) {
-    kernel_stuck_ = true;
-    g_stuck_kernels.fetch_add(1);
+  if (absl::IsDeadlineExceeded(result)) MarkKernelStuck();
+  if (kernel_stuck_.load()) {
+    // A kernel still runs in the context (this Shutdown's or a pause's stop
+    // timed out): freeing under it, or releasing the context, would wait
+    // for it forever. Its memory stays; the process must exit.
+    if (result.ok()) result = PollKernel();
   } else {
     ReleaseResources(context_lost);
   }

@@ -372,8 +372,23 @@ class Runtime {
   // Parks every worker, then lets the kernel exit. On a timeout the park is
   // undone and the kernel keeps running.
   absl::Status StopForPause(absl::Time* parked_at) ABSL_EXCLUSIVE_LOCKS_REQUIRED(pause_mu_);
-  // Launches the kernel over the current state; returns once it runs.
-  absl::Status LaunchKernel();
+  // Launches the kernel over the current state; returns once it runs. A
+  // failure is fatal (SetFatal): without the kernel nothing serves.
+  absl::Status LaunchKernel() ABSL_EXCLUSIVE_LOCKS_REQUIRED(pause_mu_);
+  absl::Status LaunchKernelOnce() ABSL_EXCLUSIVE_LOCKS_REQUIRED(pause_mu_);
+  // Writes the next numbered command for the control warp; returns its
+  // sequence number, which the kernel's answer carries.
+  uint32_t IssueCommand(uint32_t command) ABSL_EXCLUSIVE_LOCKS_REQUIRED(pause_mu_);
+  // True once the control warp reported `state` for command `sequence`.
+  bool KernelReported(uint32_t state, uint32_t sequence) const;
+  // Call before a command that makes the kernel exit (see PollKernel).
+  void ExpectKernelExit();
+  // Polls the kernel's stream until it finishes or `timeout` passes
+  // (then CUDA_ERROR_NOT_READY).
+  CUresult WaitForKernelExit(absl::Duration timeout);
+  // A kernel that cannot be stopped holds the context: nothing may free
+  // under it or release it, and no later Runtime may load one.
+  void MarkKernelStuck();
   // Unloads modules none of whose tasks is in the table (kernel stopped).
   void UnloadUnusedModules() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // OK while the kernel runs (or before Start); the fatal error otherwise.
@@ -381,12 +396,19 @@ class Runtime {
   absl::Status SetFatal(absl::Status status);
   absl::Status ContextLostError(CUresult result, absl::string_view what);
   absl::Status TaskOutcome(uint32_t status, TaskId task, uint64_t ticket) const;
+  // Submission: waits hold submit_mu_ only; commits hold both locks.
   absl::Status WaitForRingRoom(uint64_t needed, absl::Duration wait_for_room)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  absl::StatusOr<uint64_t> ClaimTicket(absl::Duration wait_for_room)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void WriteRing(const TaskDescriptor& descriptor) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(submit_mu_);
+  uint64_t NextTicket() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(submit_mu_);
+  // Waits until the completion slot of the next ticket is free.
+  absl::Status WaitForTicketSlot(absl::Duration wait_for_room)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(submit_mu_);
+  // Takes the next ticket (after WaitForTicketSlot).
+  uint64_t CommitTicket() ABSL_EXCLUSIVE_LOCKS_REQUIRED(submit_mu_, mu_);
+  void WriteRing(const TaskDescriptor& descriptor) ABSL_EXCLUSIVE_LOCKS_REQUIRED(submit_mu_, mu_);
   absl::Status CheckGroup(GroupId group) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status CheckCanSubmit(absl::string_view what, GroupId group)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Polls `done` (tight, then yielding, then sleeping) until it holds or the
   // timeout passes; checks the kernel's health about every millisecond.
   // `what` (a callable giving a string) is only called on a timeout: the
@@ -442,12 +464,19 @@ class Runtime {
   uint64_t* group_snapshots_ = nullptr;
   uint32_t* last_task_ = nullptr;
 
+  // Serializes submitters, also while they wait for room; taken before mu_.
+  absl::Mutex submit_mu_ ABSL_ACQUIRED_BEFORE(mu_);
+  uint64_t next_ticket_ ABSL_GUARDED_BY(submit_mu_) = 1;
+  // Written under submit_mu_ and mu_; read without (Stats, Shutdown).
+  std::atomic<uint64_t> ring_tail_{0};
+  uint32_t command_sequence_ ABSL_GUARDED_BY(pause_mu_) = 0;
+  // Bumped whenever the host is about to make the kernel exit.
+  std::atomic<uint64_t> kernel_epoch_{0};
+
   mutable absl::Mutex mu_;
   Phase phase_ ABSL_GUARDED_BY(mu_) = Phase::kCreated;
   std::vector<std::unique_ptr<TaskRecord>> tasks_ ABSL_GUARDED_BY(mu_);  // [id]
   absl::flat_hash_map<std::string, TaskId> by_name_ ABSL_GUARDED_BY(mu_);
-  uint64_t ring_tail_ ABSL_GUARDED_BY(mu_) = 0;
-  uint64_t next_ticket_ ABSL_GUARDED_BY(mu_) = 1;
   std::atomic<uint64_t> tickets_issued_{1};   // next_ticket_, for Wait's check
   std::atomic<uint32_t> submitted_total_{0};  // wrapping, like the GPU's roots
   std::unique_ptr<std::atomic<uint32_t>[]> group_roots_;   // [group_capacity]
@@ -467,7 +496,7 @@ class Runtime {
   std::map<uint64_t, uint32_t> retired_failures_ ABSL_GUARDED_BY(retired_mu_);
 
   std::atomic<bool> running_{false};   // kernel launched and not stopping
-  bool kernel_stuck_ = false;          // Shutdown could not stop the kernel
+  std::atomic<bool> kernel_stuck_{false};  // a stop timed out: the kernel runs on
   std::atomic<bool> shut_down_{false};
   std::atomic<int> waiters_{0};
 

@@ -1,5 +1,6 @@
 #include "host/task_directory.h"
 
+#include <algorithm>
 #include <cstdio>
 
 #include "absl/strings/str_cat.h"
@@ -22,7 +23,7 @@ absl::StatusOr<std::unique_ptr<TaskDirectory>> TaskDirectory::Serve(Runtime& run
       new TaskDirectory(runtime, std::move(*watcher), std::move(options)));
   std::vector<absl::StatusOr<LoadReport>> reports = runtime.LoadFiles(*files);
   for (size_t i = 0; i < files->size(); ++i) {
-    served->LogLoad((*files)[i], reports[i]);
+    served->AfterLoad((*files)[i], reports[i]);
     if (reports[i].ok()) {
       served->initial_.loaded.push_back(std::move(*reports[i]));
     } else {
@@ -43,7 +44,10 @@ void TaskDirectory::Stop() {
 
 void TaskDirectory::Loop() {
   while (!stopping_) {
-    std::vector<TaskFileEvent> events = watcher_->Next(absl::Milliseconds(500));
+    const absl::Duration wait =
+        retry_.empty() ? absl::Milliseconds(500)
+                       : std::max(absl::ZeroDuration(), retry_at_ - absl::Now());
+    std::vector<TaskFileEvent> events = watcher_->Next(wait);
     std::vector<std::string> changed;
     for (const TaskFileEvent& event : events) {
       if (event.kind == TaskFileEvent::Kind::kChanged) {
@@ -52,16 +56,40 @@ void TaskDirectory::Loop() {
         Log(absl::StrCat(event.path, " was removed; its tasks stay loaded"));
       }
     }
+    if (!retry_.empty() && absl::Now() >= retry_at_) {
+      for (const std::string& path : retry_) {
+        if (std::find(changed.begin(), changed.end(), path) == changed.end()) {
+          Log(absl::StrCat("retrying ", path));
+          changed.push_back(path);
+        }
+      }
+      retry_.clear();
+    }
     if (!changed.empty() && !stopping_) {
       // One call: the files changed together share one pause.
       std::vector<absl::StatusOr<LoadReport>> reports = runtime_.LoadFiles(changed);
-      for (size_t i = 0; i < changed.size(); ++i) LogLoad(changed[i], reports[i]);
+      for (size_t i = 0; i < changed.size(); ++i) AfterLoad(changed[i], reports[i]);
       loads_ += static_cast<int>(changed.size());
     }
     if (absl::Status status = watcher_->status(); !status.ok()) {
       Log(absl::StrCat("stopped watching: ", status.message()));
       return;
     }
+  }
+}
+
+void TaskDirectory::AfterLoad(const std::string& path,
+                              const absl::StatusOr<LoadReport>& report) {
+  LogLoad(path, report);
+  if (report.ok()) return;
+  // Saving the file again, even unchanged, retries it.
+  watcher_->Forget(path);
+  // The scheduler could not pause (a task that would not return held a
+  // warp): nothing is wrong with the file; try it again shortly.
+  if (absl::IsUnavailable(report.status())) {
+    if (std::find(retry_.begin(), retry_.end(), path) == retry_.end()) retry_.push_back(path);
+    retry_at_ = absl::Now() + options_.retry_delay;
+    Log(absl::StrCat(path, " will be retried in ", absl::FormatDuration(options_.retry_delay)));
   }
 }
 

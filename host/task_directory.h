@@ -31,6 +31,11 @@ class TaskDirectory {
  public:
   struct Options {
     absl::Duration debounce = absl::Milliseconds(100);
+    // A load the scheduler could not pause for (Unavailable: a task that
+    // does not return) is tried again after this long, until it succeeds
+    // or fails otherwise. Any failed file is also retried when saved again,
+    // even unchanged.
+    absl::Duration retry_delay = absl::Seconds(1);
     // Receives one line per event; default: stderr.
     std::function<void(const std::string&)> log;
   };
@@ -56,6 +61,10 @@ class TaskDirectory {
   TaskDirectory(Runtime& runtime, std::unique_ptr<TaskWatcher> watcher, Options options)
       : runtime_(runtime), watcher_(std::move(watcher)), options_(std::move(options)) {}
   void Loop();
+  // Logs a load's outcome; a failure is retried on the next save, and an
+  // Unavailable one after retry_delay. Called by the watch thread (or by
+  // Serve before it starts).
+  void AfterLoad(const std::string& path, const absl::StatusOr<LoadReport>& report);
   void Log(const std::string& line) const;
   void LogLoad(const std::string& path, const absl::StatusOr<LoadReport>& report) const;
 
@@ -63,6 +72,9 @@ class TaskDirectory {
   std::unique_ptr<TaskWatcher> watcher_;
   Options options_;
   DirectoryLoad initial_;
+  // Files to load again at retry_at_ (watch thread only).
+  std::vector<std::string> retry_;
+  absl::Time retry_at_;
   std::atomic<bool> stopping_{false};
   std::atomic<int> loads_{0};
   std::thread thread_;

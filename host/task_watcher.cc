@@ -236,6 +236,13 @@ void TaskWatcher::Wake() {
   } while (written < 0 && errno == EINTR);
 }
 
+void TaskWatcher::Forget(const std::string& path) {
+  const std::string prefix = directory_ + "/";
+  if (path.compare(0, prefix.size(), prefix) != 0) return;
+  auto known = known_.find(path.substr(prefix.size()));
+  if (known != known_.end()) known->second.reset();
+}
+
 void TaskWatcher::MarkPending(const std::string& name) { pending_[name] = Clock::now(); }
 
 void TaskWatcher::Rescan() {

@@ -88,6 +88,12 @@ class TaskWatcher {
   // for `timeout` or until Wake, so a polling caller does not spin.
   std::vector<TaskFileEvent> Next(absl::Duration timeout);
 
+  // Forgets what `path` (a file of the watched directory) held: its next
+  // change is reported even if its bytes are the same as those last
+  // reported. For a caller whose load of that content failed: saving the
+  // file again, unchanged, retries it. Called by the thread that calls Next.
+  void Forget(const std::string& path);
+
   // Makes a blocked Next return at once, empty, e.g. to shut down from another
   // thread. A Wake while no Next is blocked makes the next Next return at once
   // (so a wake just before Next blocks is not lost); several Wakes before that

@@ -273,6 +273,27 @@ TEST_F(TaskWatcherTest, IdenticalContentSavedAgainIsNoEvent) {
   EXPECT_THAT(Collect(1), ElementsAre(Changed(Path("a.cu"))));
 }
 
+// A caller whose load failed (e.g. a pause that could not happen) forgets
+// the file: saving the same bytes again then retries it.
+TEST_F(TaskWatcherTest, ForgottenFileSavedUnchangedIsChangedAgain) {
+  WriteFile(Path("initial.cu"), "there at Watch");
+  StartWatching();
+  WriteFile(Path("a.cu"), "same");
+  EXPECT_THAT(Collect(1), ElementsAre(Changed(Path("a.cu"))));
+  watcher_->Forget(Path("a.cu"));
+  WriteFile(Path("a.cu"), "same");
+  EXPECT_THAT(Collect(1), ElementsAre(Changed(Path("a.cu"))));
+  // Remembered again after that report.
+  WriteFile(Path("a.cu"), "same");
+  EXPECT_THAT(Collect(0), IsEmpty());
+  // Files listed at Watch can be forgotten too; unknown paths are ignored.
+  watcher_->Forget(Path("initial.cu"));
+  watcher_->Forget("/elsewhere/initial.cu");
+  watcher_->Forget(Path("never.cu"));
+  WriteFile(Path("initial.cu"), "there at Watch");
+  EXPECT_THAT(Collect(1), ElementsAre(Changed(Path("initial.cu"))));
+}
+
 TEST_F(TaskWatcherTest, DeleteIsRemoved) {
   WriteFile(Path("initial.cu"), "i");
   StartWatching();

@@ -61,6 +61,10 @@ struct WarpScratch {
   TaskEntry cached_entry;
   TaskId cached_id;
   uint32_t cached_arg_bytes;
+  // Lane 0: the status of the chain running (its first failure), which the
+  // host's ticket gets when the chain ends. Here, not in a register, so a
+  // park inside the chain can save it with the continuation.
+  uint32_t chain_status;
   TaskDescriptor continuation[2];
   TaskDescriptor batch[kBatch];
 };
@@ -182,54 +186,81 @@ __device__ void PublishFinishedGroups(const SchedulerState& s, DirtyFlags flags)
   }
 }
 
+// Lane 0 of the control warp: what it has told the workers and reported to
+// the host, so that each changes only when the command does.
+struct ControlState {
+  uint32_t told_workers;  // kWorkers*
+  uint32_t reported;      // the kernel-state word last written
+};
+
+__device__ GROSR_INLINE void Report(const SchedulerState& s, ControlState* c, uint32_t state,
+                                    uint32_t sequence) {
+  const uint32_t word = SignalWord(state, sequence);
+  if (c->reported == word) return;
+  // Release: for Parked, what the workers wrote before parking (acquired
+  // from `parked`) is visible to the host that reads this.
+  SystemAtomic32(s.host->kernel_state).store(word, kRelease);
+  c->reported = word;
+}
+
 // Lane 0 of the control warp: passes a Park or Run command on to the
-// workers and reports to the host once every worker is parked.
-__device__ void FollowParkCommand(const SchedulerState& s, uint32_t command,
-                                  uint32_t* told_workers) {
-  if (command == kCommandPark) {
-    if (*told_workers != kWorkersPark) {
+// workers and reports to the host once every worker is parked, or once
+// they were told to run again.
+__device__ void FollowCommand(const SchedulerState& s, uint32_t command, ControlState* c) {
+  const uint32_t sequence = SignalSequence(command);
+  if (SignalValue(command) == kCommandPark) {
+    if (c->told_workers != kWorkersPark) {
       DeviceAtomic32(*s.stop).store(kWorkersPark, kRelaxed);
-      *told_workers = kWorkersPark;
+      c->told_workers = kWorkersPark;
     }
     // Acquire: the parked workers' last writes (counts, saves) come first.
-    if (DeviceAtomic32(*s.parked).load(kAcquire) == s.num_warps - 1 &&
-        SystemAtomic32(s.host->kernel_state).load(kRelaxed) != kKernelParked) {
-      SystemAtomic32(s.host->kernel_state).store(kKernelParked, kRelease);
+    if (DeviceAtomic32(*s.parked).load(kAcquire) == s.num_warps - 1) {
+      Report(s, c, kKernelParked, sequence);
     }
-  } else if (command == kCommandRun && *told_workers != kWorkersRun) {
-    DeviceAtomic32(*s.stop).store(kWorkersRun, kRelaxed);
-    *told_workers = kWorkersRun;
-    SystemAtomic32(s.host->kernel_state).store(kKernelRunning, kRelaxed);
+  } else if (SignalValue(command) == kCommandRun) {
+    if (c->told_workers != kWorkersRun) {
+      DeviceAtomic32(*s.stop).store(kWorkersRun, kRelaxed);
+      c->told_workers = kWorkersRun;
+    }
+    Report(s, c, kKernelRunning, sequence);
   }
 }
 
 __device__ void RunControl(const SchedulerState& s) {
   const unsigned lane = Lane();
   uint64_t taken = SystemAtomic64(s.host->submissions_taken).load(kRelaxed);
+  ControlState control{kWorkersRun, 0};
+  uint32_t command = 0;
   if (lane == 0) {
-    SystemAtomic32(s.host->kernel_state).store(kKernelRunning, kRelaxed);
+    command = SystemAtomic32(s.host->command).load(kRelaxed);
+    FollowCommand(s, command, &control);  // the launch's Run: report Running
   }
-  uint32_t told_workers = kWorkersRun;
   for (;;) {
     // A look at host memory is a PCIe round trip (~1 us). The round's loads
     // (command word, dirty flags, then the ring in IngestSubmissions) are
     // issued together, so their latencies overlap.
-    uint32_t command = 0;
     if (lane == 0) command = SystemAtomic32(s.host->command).load(kRelaxed);
     const DirtyFlags dirty = LoadDirtyFlags(s);
-    uint32_t ingested;
-    do {
-      ingested = IngestSubmissions(s, &taken);
-    } while (ingested == 32);
+    // While workers park, submissions wait in the host's ring: a parked
+    // warp may hold an unread ticket whose slot an ingest would wait for
+    // (WorkQueue::Write), and a control warp stuck there would never see
+    // the host's Stop or Run.
+    const bool parking = __shfl_sync(kFullMask, control.told_workers, 0) == kWorkersPark;
+    if (!parking) {
+      uint32_t ingested;
+      do {
+        ingested = IngestSubmissions(s, &taken);
+      } while (ingested == 32);
+    }
     PublishFinishedGroups(s, dirty);
     command = __shfl_sync(kFullMask, command, 0);
-    if (command == kCommandStop) break;
-    if (lane == 0) FollowParkCommand(s, command, &told_workers);
+    if (SignalValue(command) == kCommandStop) break;
+    if (lane == 0) FollowCommand(s, command, &control);
     __syncwarp();
   }
   if (lane == 0) {
     DeviceAtomic32(*s.stop).store(kWorkersExit, kRelaxed);
-    SystemAtomic32(s.host->kernel_state).store(kKernelStopping, kRelaxed);
+    Report(s, &control, kKernelStopping, SignalSequence(command));
   }
 }
 
@@ -339,17 +370,21 @@ __device__ uint32_t WaitBackoffNs(const SchedulerState& s, WarpScratch* w) {
   return __shfl_sync(kFullMask, ns, 0);
 }
 
-// Saves held work for the next launch. `items` are in shared memory.
-// The warp's unread queue tickets go along: the next launch reads them.
+// Saves held work for the next launch: a pending continuation (`chain`,
+// with the chain's status so far) first, then `count` items from `first`.
+// Both are in shared memory. The warp's unread queue tickets go along: the
+// next launch reads them.
 __device__ void SaveWork(const SchedulerState& s, uint32_t worker, const WarpScratch* w,
                          const TaskDescriptor* first, uint32_t count,
-                         const TaskDescriptor* extra) {
+                         const TaskDescriptor* chain) {
   WorkerSave& save = s.saves[worker];
   const unsigned lane = Lane();
-  for (uint32_t i = lane; i < count; i += 32) save.items[i] = first[i];
-  if (extra != nullptr && lane == 0) save.items[count] = *extra;
+  const uint32_t at = chain != nullptr ? 1 : 0;
+  for (uint32_t i = lane; i < count; i += 32) save.items[at + i] = first[i];
   if (lane == 0) {
-    save.count = count + (extra != nullptr ? 1 : 0);
+    if (chain != nullptr) save.items[0] = *chain;
+    save.chain_status = chain != nullptr ? w->chain_status : kTaskOk;
+    save.count = count + at;
     save.tickets = w->tickets;
     save.first_ticket = w->next_ticket;
   }
@@ -449,7 +484,9 @@ __device__ void RunWorker(const SchedulerState& s, WarpScratch* w, uint32_t work
   WorkerSave& save = s.saves[worker];
   uint32_t count = save.count;
   for (uint32_t i = lane; i < count; i += 32) w->batch[i] = save.items[i];
+  __syncwarp();  // every lane has read the save before lane 0 clears it
   if (lane == 0) {
+    w->chain_status = save.chain_status;  // of batch[0], if a continuation
     w->next_ticket = save.first_ticket;
     w->tickets = save.tickets;
     w->sequence = s.heartbeats[worker].sequence;
@@ -461,6 +498,7 @@ __device__ void RunWorker(const SchedulerState& s, WarpScratch* w, uint32_t work
     w->cached_arg_bytes = 0;
     save.count = 0;
     save.tickets = 0;
+    save.chain_status = kTaskOk;
   }
   __syncwarp();
 
@@ -481,7 +519,7 @@ __device__ void RunWorker(const SchedulerState& s, WarpScratch* w, uint32_t work
       if (count == 0) {
         // Waiting for tasks owed to this warp's tickets.
         if (Interrupted(s) && ParkOrExit(s, worker)) {
-          SaveWork(s, worker, w, nullptr, 0, nullptr);
+          SaveWork(s, worker, w, nullptr, 0, /*chain=*/nullptr);
           break;
         }
         if (lane == 0 && !idle_marked) s.heartbeats[worker].busy = 0;
@@ -494,23 +532,26 @@ __device__ void RunWorker(const SchedulerState& s, WarpScratch* w, uint32_t work
     const TaskDescriptor* current = &w->batch[position++];
     uint32_t flip = 0;
     // A continuation replaces its task: the host's ticket moves along the
-    // chain and completes when the chain ends, with its first failure.
-    uint32_t chain_status = kTaskOk;
+    // chain and completes when the chain ends, with its first failure
+    // (w->chain_status, kTaskOk between chains).
     for (uint32_t until_stop_check = s.stop_check_interval;;) {
       TaskDescriptor* next = &w->continuation[flip];
       uint32_t status = Dispatch(s, w, current, next, worker);
-      if (chain_status == kTaskOk) chain_status = status;
       const bool has_next = w->ctx.has_next != 0;
       if (lane == 0) {
-        if (status != kTaskOk) s.ReportError(current->task_id, status, current->ticket, worker);
+        if (status != kTaskOk) {
+          s.ReportError(current->task_id, status, current->ticket, worker);
+          if (w->chain_status == kTaskOk) w->chain_status = status;
+        }
         tally.CountOutcome(s, current->task_id, status);
         if (has_next) {
           next->ticket = current->ticket;
         } else {
           if (current->ticket != 0) {
             tally.FlushStats(s);  // Stats() after Wait() counts this task
-            CompleteTicket(s, current->ticket, chain_status);
+            CompleteTicket(s, current->ticket, w->chain_status);
           }
+          w->chain_status = kTaskOk;
           tally.CountFinished(s, current->group);
         }
       }
@@ -524,7 +565,7 @@ __device__ void RunWorker(const SchedulerState& s, WarpScratch* w, uint32_t work
       until_stop_check = s.stop_check_interval;
       if (Interrupted(s) && ParkOrExit(s, worker)) {
         __syncwarp();
-        SaveWork(s, worker, w, &w->batch[position], count - position, current);
+        SaveWork(s, worker, w, &w->batch[position], count - position, /*chain=*/current);
         if (lane == 0) {
           tally.Flush(s);
           s.heartbeats[worker].busy = 0;
@@ -533,7 +574,7 @@ __device__ void RunWorker(const SchedulerState& s, WarpScratch* w, uint32_t work
       }
     }
     if (position < count && position % 8 == 0 && Interrupted(s) && ParkOrExit(s, worker)) {
-      SaveWork(s, worker, w, &w->batch[position], count - position, nullptr);
+      SaveWork(s, worker, w, &w->batch[position], count - position, /*chain=*/nullptr);
       break;
     }
   }

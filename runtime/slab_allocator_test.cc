@@ -137,6 +137,30 @@ TEST(SlabAllocatorTest, ExhaustionReturnsNullAndFreedMemoryIsUsableAgain) {
   EXPECT_EQ(slab.PagesHeld(), 0u);
 }
 
+// Requests no run of pages can serve get null and a failure count, up to the
+// largest size a caller can pass: neither the class search nor the page
+// rounding may wrap around to a small size.
+TEST(SlabAllocatorTest, HugeRequestsReturnNull) {
+  HostSlab slab(128, 12);  // 128 pages of 4 KiB: runs of up to 64 pages
+  const SlabAllocator& a = slab.allocator();
+  EXPECT_EQ(a.ClassFor(~uint64_t{0}), 0u);
+  EXPECT_EQ(a.ClassFor(uint64_t{1} << 63), 0u);
+  EXPECT_EQ(a.ClassFor((uint64_t{1} << 63) + 1), 0u);
+  const uint64_t huge[] = {~uint64_t{0}, ~uint64_t{0} - 4094, uint64_t{1} << 63,
+                           (uint64_t{1} << 63) + 1, (uint64_t{64} << 12) + 1};
+  uint64_t failed = 0;
+  for (uint64_t bytes : huge) {
+    EXPECT_EQ(a.Allocate(bytes, 0, 0), nullptr) << bytes;
+    EXPECT_EQ(slab.counters().failed, ++failed) << bytes;
+  }
+  EXPECT_EQ(slab.usage().large_pages, 0u);
+  void* largest = a.Allocate(uint64_t{64} << 12, 0, 0);  // exactly 64 pages
+  ASSERT_NE(largest, nullptr);
+  EXPECT_EQ(slab.usage().large_pages, 64u);
+  EXPECT_EQ(a.Free(largest), SlabAllocator::kFreeOk);
+  EXPECT_EQ(slab.PagesHeld(), 0u);
+}
+
 // Many threads allocating and freeing mixed sizes, some freeing blocks
 // other threads allocated: no two live blocks overlap (each block's pattern
 // is intact when it is freed), and every page comes back.

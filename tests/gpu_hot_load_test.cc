@@ -72,6 +72,30 @@ GROSR_TASK(square, SquareArgs) {
 }
 )grosr_src";
 
+// A chain whose step `fail_at` (counted down by `left`) fails; the chain
+// goes on to its end. Each step takes a few microseconds, so a pause lands
+// inside it.
+constexpr char kFailingChainTask[] = R"grosr_src(
+#include <grosr/task.h>
+struct FailingChainArgs { unsigned left; unsigned fail_at; unsigned* steps; };
+GROSR_TASK(failing_chain, FailingChainArgs) {
+  if (ctx.lane() == 0) {
+    *(volatile unsigned*)args.steps += 1;
+    __nanosleep(2000);
+  }
+  if (args.left == args.fail_at) ctx.fail(77);
+  if (args.left > 1) {
+    ctx.then(ctx.self(), FailingChainArgs{args.left - 1, args.fail_at, args.steps});
+  }
+}
+)grosr_src";
+
+struct FailingChainArgs {
+  uint32_t left;
+  uint32_t fail_at;
+  uint32_t* steps;
+};
+
 struct IndexArgs {
   uint32_t index;
   uint32_t* out;
@@ -383,6 +407,56 @@ TEST(GpuHotLoad, APauseBlockedByAHungTaskIsUndoneAndServingGoesOn) {
   GROSR_ASSERT_OK(runtime->Shutdown());
 }
 
+// A small device queue stays full while records flood in and code loads
+// again and again: a parked warp may hold the slot an ingest would need, so
+// the control warp must not ingest while workers park. Every record runs
+// exactly once, on one of the versions.
+TEST(GpuHotLoad, LoadsWhileASmallQueueIsFullLoseNothing) {
+  RuntimeOptions options;
+  options.queue_capacity = 256;
+  GROSR_RUNTIME_OR_SKIP(runtime, options);
+  GROSR_ASSERT_OK(runtime->LoadSource("version.cu", VersionSource(1)));
+  const TaskId version = IdOf(*runtime, "version");
+  const uint32_t n = static_cast<uint32_t>(Scaled(200000));
+  CUdeviceptr out = PoisonedBuffer<uint32_t>(*runtime, n, kPoison);
+  CUdeviceptr hits = PoisonedBuffer<uint32_t>(*runtime, n, 0);
+  GROSR_ASSERT_OK(runtime->Start());
+  absl::StatusOr<GroupId> group = runtime->CreateGroup();
+  ASSERT_TRUE(group.ok());
+  std::atomic<bool> submitted_all{false};
+  absl::Status submit_status;
+  std::thread submitter([&] {
+    const uint32_t batch = 2000;
+    for (uint32_t first = 0; first < n && submit_status.ok(); first += batch) {
+      submit_status = SubmitIndexed(*runtime, version, *group, first, std::min(batch, n - first),
+                                    out, hits);
+    }
+    submitted_all = true;
+  });
+  int loads = 0;
+  for (; loads < 8 && (loads < 2 || !submitted_all); ++loads) {
+    absl::StatusOr<LoadReport> report =
+        runtime->LoadSource("version.cu", VersionSource(2 + loads % 2));
+    EXPECT_TRUE(report.ok()) << "load " << loads << ": " << report.status();
+    if (!report.ok()) break;
+  }
+  submitter.join();
+  GROSR_ASSERT_OK(submit_status);
+  GROSR_ASSERT_OK(runtime->WaitGroup(*group, absl::Seconds(120)));
+  std::vector<uint32_t> values = ReadBuffer<uint32_t>(*runtime, out, n);
+  std::vector<uint32_t> counts = ReadBuffer<uint32_t>(*runtime, hits, n);
+  uint64_t not_once = 0, bad_value = 0;
+  for (uint32_t i = 0; i < n; ++i) {
+    if (counts[i] != 1) ++not_once;
+    if (values[i] < 1 || values[i] > 3) ++bad_value;
+  }
+  EXPECT_EQ(not_once, 0u);
+  EXPECT_EQ(bad_value, 0u);
+  EXPECT_EQ(Pauses(*runtime), static_cast<uint64_t>(loads));
+  std::printf("%u records through a 256-slot queue across %d loads\n", n, loads);
+  GROSR_ASSERT_OK(runtime->Shutdown());
+}
+
 void WriteFile(const std::string& path, const std::string& text) {
   const std::string temp = path + ".tmp";  // rename-over, as editors save
   std::ofstream(temp) << text;
@@ -457,6 +531,89 @@ TEST(GpuHotLoad, WatchedDirectoryLoadsNewAndChangedFiles) {
   EXPECT_TRUE(absl::StrContains(all, "load " + dir + "/broken.cu failed")) << all;
   // The initial load (the runtime was already running), square, version 2.
   EXPECT_EQ(runtime->Stats()->pauses, 3u);
+}
+
+// A file whose load could not pause the scheduler (a task that does not
+// return) is retried until it loads, with no further save.
+TEST(GpuHotLoad, WatchedFileBlockedByAHungTaskIsRetried) {
+  RuntimeOptions runtime_options;
+  runtime_options.pause_timeout = absl::Milliseconds(300);
+  GROSR_RUNTIME_OR_SKIP(runtime, runtime_options);
+  GROSR_ASSERT_OK(runtime->LoadSource("stream.cu", kStreamTasks));
+  const char* tmp = std::getenv("TEST_TMPDIR");
+  std::string pattern = absl::StrCat(tmp != nullptr ? tmp : "/tmp", "/grosr_retry_XXXXXX");
+  ASSERT_NE(mkdtemp(pattern.data()), nullptr);
+  const std::string dir = pattern;
+  CUdeviceptr flag = PoisonedBuffer<uint32_t>(*runtime, 1, 0);
+  CUdeviceptr square_out = PoisonedBuffer<uint32_t>(*runtime, 8, kPoison);
+  GROSR_ASSERT_OK(runtime->Start());
+  testing::ReleaseOnExit release(*runtime, flag);
+  absl::StatusOr<TaskHandle> spinning =
+      runtime->Submit(IdOf(*runtime, "spin_until"), SpinArgs{DevicePointer<uint32_t>(flag)});
+  ASSERT_TRUE(spinning.ok());
+  std::vector<std::string> log;
+  absl::Mutex log_mu;
+  auto logged = [&](const std::string& text) {
+    absl::MutexLock lock(&log_mu);
+    for (const std::string& line : log) {
+      if (absl::StrContains(line, text)) return true;
+    }
+    return false;
+  };
+  TaskDirectory::Options options;
+  options.retry_delay = absl::Milliseconds(200);
+  options.log = [&](const std::string& line) {
+    absl::MutexLock lock(&log_mu);
+    log.push_back(line);
+  };
+  absl::StatusOr<std::unique_ptr<TaskDirectory>> served =
+      TaskDirectory::Serve(*runtime, dir, options);
+  ASSERT_TRUE(served.ok()) << served.status();
+  WriteFile(dir + "/square.cu", kSquareTask);
+  EXPECT_TRUE(Eventually([&] { return logged("will be retried"); }));
+  EXPECT_FALSE(runtime->Find("square").ok()) << "loaded while a task held a warp?";
+  uint32_t one = 1;
+  GROSR_ASSERT_OK(runtime->CopyToDevice(flag, &one, sizeof(one)));
+  GROSR_ASSERT_OK(runtime->Wait(*spinning, absl::Seconds(10)));
+  ASSERT_TRUE(Eventually([&] { return runtime->Find("square").ok(); }))
+      << "the blocked load was not retried";
+  EXPECT_TRUE(logged("retrying " + dir + "/square.cu"));
+  (*served)->Stop();
+  absl::StatusOr<TaskHandle> square = runtime->Submit(
+      IdOf(*runtime, "square"), SquareArgs{5, DevicePointer<uint32_t>(square_out)});
+  ASSERT_TRUE(square.ok());
+  GROSR_ASSERT_OK(runtime->Wait(*square, absl::Seconds(10)));
+  EXPECT_EQ(ReadBuffer<uint32_t>(*runtime, square_out, 8)[5], 25u);
+  GROSR_ASSERT_OK(runtime->Shutdown());
+}
+
+// A chain's ticket reports its first failure even when a pause (the kernel
+// exits and relaunches) lands between the failing step and the chain's end:
+// the chain's status travels with its saved continuation.
+TEST(GpuHotLoad, AChainThatFailedBeforeAPauseStillReportsTheFailure) {
+  GROSR_RUNTIME_OR_SKIP(runtime, RuntimeOptions{});
+  GROSR_ASSERT_OK(runtime->LoadSource("failing_chain.cu", kFailingChainTask));
+  const TaskId chain = IdOf(*runtime, "failing_chain");
+  const uint32_t n = static_cast<uint32_t>(std::max<uint64_t>(Scaled(100000), 5000));
+  const uint32_t fail_at = n - 10;  // the 11th step fails
+  CUdeviceptr steps = PoisonedBuffer<uint32_t>(*runtime, 1, 0);
+  GROSR_ASSERT_OK(runtime->Start());
+  absl::StatusOr<TaskHandle> handle = runtime->Submit(
+      chain, FailingChainArgs{n, fail_at, DevicePointer<uint32_t>(steps)});
+  ASSERT_TRUE(handle.ok()) << handle.status();
+  ASSERT_TRUE(Eventually([&] { return ReadBuffer<uint32_t>(*runtime, steps, 1)[0] > 20; }))
+      << "the chain did not get past its failing step";
+  absl::StatusOr<LoadReport> report = runtime->LoadSource("square.cu", kSquareTask);
+  ASSERT_TRUE(report.ok()) << report.status();
+  ASSERT_TRUE(report->paused);
+  const uint32_t after_pause = ReadBuffer<uint32_t>(*runtime, steps, 1)[0];
+  ASSERT_LT(after_pause, n) << "the chain ended before the pause; lengthen it";
+  absl::Status outcome = runtime->Wait(*handle, absl::Seconds(120));
+  EXPECT_TRUE(absl::IsAborted(outcome)) << outcome;
+  EXPECT_TRUE(absl::StrContains(outcome.message(), "code 77")) << outcome;
+  EXPECT_EQ(ReadBuffer<uint32_t>(*runtime, steps, 1)[0], n) << "every step ran once";
+  std::printf("pause after step %u of %u\n", after_pause, n);
+  GROSR_ASSERT_OK(runtime->Shutdown());
 }
 
 }  // namespace

@@ -1,5 +1,8 @@
 // The host API's checks that need no GPU: option validation and the message
 // a machine without a GPU gets. Runs in CI.
+#include <cstdlib>
+#include <string>
+
 #include "absl/strings/match.h"
 #include "gtest/gtest.h"
 #include "host/runtime.h"
@@ -32,6 +35,30 @@ TEST(RuntimeApi, RejectsBadOptionsBeforeTouchingTheGpu) {
   o = {};
   o.completion_capacity = 3;
   expect_invalid(o, "completion_capacity");
+}
+
+// The environment's overrides are checked like options: a typo is an
+// error, not a default (an unparsable heap size used to give a 1-page heap).
+TEST(RuntimeApi, RejectsMalformedEnvironmentOverrides) {
+  struct Case {
+    const char* variable;
+    const char* value;
+  };
+  for (const Case& c : {Case{"GROSR_HEAP_BYTES", "64MiB"}, Case{"GROSR_HEAP_BYTES", "0"},
+                        Case{"GROSR_MAX_SMS", "all"}, Case{"GROSR_MAX_SMS", "-2"}}) {
+    const char* saved = std::getenv(c.variable);
+    const std::string restore = saved != nullptr ? saved : "";
+    ASSERT_EQ(setenv(c.variable, c.value, 1), 0);
+    absl::StatusOr<std::unique_ptr<Runtime>> runtime = Runtime::Create();
+    if (saved != nullptr) {
+      setenv(c.variable, restore.c_str(), 1);
+    } else {
+      unsetenv(c.variable);
+    }
+    EXPECT_TRUE(absl::IsInvalidArgument(runtime.status()))
+        << c.variable << "=" << c.value << ": " << runtime.status();
+    EXPECT_TRUE(absl::StrContains(runtime.status().message(), c.variable)) << runtime.status();
+  }
 }
 
 TEST(RuntimeApi, WithoutAGpuCreateSaysAGpuIsRequired) {

@@ -44,7 +44,7 @@ if [[ "${1:-}" == "--sanitize" ]]; then
   if [[ -x bin/gpu_hot_load_test ]]; then
     run sanitize_memcheck_hot_load timeout 150 env GROSR_TEST_SCALE=0.01 GROSR_MAX_SMS=8 \
       GROSR_HEAP_BYTES=67108864 "$cs" --tool memcheck --error-exitcode 1 bin/gpu_hot_load_test \
-      --gtest_filter='*WhileHundred*:*Replaced*:*Together*'
+      --gtest_filter='*WhileHundred*:*Replaced*:*Together*:*SmallQueue*:*ChainThatFailed*'
   fi
   if [[ -x bin/gpu_task_heap_test ]]; then
     run sanitize_memcheck_task_heap timeout 150 env GROSR_TEST_SCALE=0.01 GROSR_MAX_SMS=8 \

@@ -30,7 +30,8 @@ constexpr uint32_t kBatch = GROSR_BATCH;
 // Host commands, written by the host to HostShared::command.
 //   Run:  serve (also: resume from a park).
 //   Park: every worker stops at its next task boundary and waits, holding
-//         its work; the control warp keeps ingesting and reports Parked.
+//         its work; the control warp stops ingesting (a parked warp may
+//         hold the queue slot an ingest would wait for) and reports Parked.
 //         The host then says Stop (the kernel exits: a pause to load
 //         modules) or Run (nothing happened: a pause that timed out on a
 //         task that would not return is undone).
@@ -44,6 +45,17 @@ enum : uint32_t {
   kKernelStopping = 2,
   kKernelParked = 3,
 };
+
+// The command and kernel-state words carry a sequence number beside the
+// value: the host numbers each command, and the control warp answers with
+// the number of the command it followed. A host waiting for "Parked" or
+// "Running" thus never mistakes a report made for an earlier command (a
+// late Parked of an undone park) for the answer to its own.
+GROSR_HD constexpr uint32_t SignalWord(uint32_t value, uint32_t sequence) {
+  return (sequence << 8) | value;
+}
+GROSR_HD constexpr uint32_t SignalValue(uint32_t word) { return word & 0xffu; }
+GROSR_HD constexpr uint32_t SignalSequence(uint32_t word) { return word >> 8; }
 
 // Values of SchedulerState::stop, the device copy of the command that
 // workers read.
@@ -71,18 +83,22 @@ struct WorkerSave {
   uint32_t count;        // items held
   uint32_t tickets;      // queue head tickets taken, not read yet
   uint64_t first_ticket; // the first of them
+  // When the warp stopped inside a chain, items[0] is the chain's pending
+  // continuation and this its status so far (its first failure), which the
+  // host's ticket gets when the chain ends; kTaskOk otherwise.
+  uint32_t chain_status;
   TaskDescriptor items[kBatch + 1];
 };
 
 // Pinned, mapped host memory shared by the host and the control warp.
 // Words written by different sides sit on different cache lines.
 struct HostShared {
-  // host -> GPU
+  // host -> GPU: SignalWord(kCommand*, sequence)
   alignas(128) uint32_t command;
   // GPU -> host
   alignas(128) uint64_t submissions_taken;   // ring entries ingested
   alignas(128) uint64_t total_snapshot;      // a CompletionCounters total word
-  alignas(128) uint32_t kernel_state;
+  alignas(128) uint32_t kernel_state;         // SignalWord(kKernel*, sequence)
 };
 
 struct SchedulerState {

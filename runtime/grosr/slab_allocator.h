@@ -104,10 +104,14 @@ struct SlabAllocator {
     return static_cast<uint32_t>(page_bytes() / BlockBytes(cls));
   }
   // The class serving `bytes`, or 0 when it needs whole pages.
+  // Bounded by the class count: a huge request (up to 2^64 - 1) cannot make
+  // `block` overflow.
   GROSR_HD uint32_t ClassFor(uint64_t bytes) const {
     uint32_t cls = 1;
-    for (uint64_t block = kMinBlock; block < bytes; block <<= 1) ++cls;
-    return cls <= class_count() ? cls : 0;
+    for (uint64_t block = kMinBlock; block < bytes; block <<= 1) {
+      if (++cls > class_count()) return 0;
+    }
+    return cls;
   }
 
   // --- metadata sizes and set-up (host) -------------------------------------
@@ -346,7 +350,10 @@ struct SlabAllocator {
 
   // Requests above half a page: a run of whole pages within one pool word.
   GROSR_HD void* AllocatePages(uint64_t bytes, uint32_t salt) const {
-    const uint64_t pages = (bytes + page_bytes() - 1) >> page_shift;
+    // Checked before rounding up: bytes + page_bytes() - 1 wraps for sizes
+    // near 2^64 and would ask for a small run.
+    const uint64_t pages =
+        bytes > (uint64_t{64} << page_shift) ? 65 : (bytes + page_bytes() - 1) >> page_shift;
     uint32_t first;
     if (pages > 64 || !TakePoolPages(static_cast<uint32_t>(pages), salt, &first)) {
       DeviceAtomic64(counters->failed).fetch_add(1, kRelaxed);
