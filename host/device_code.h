@@ -57,7 +57,10 @@ struct TaskModuleImage {
   std::vector<std::string> task_names;  // in symbol-table order
   uint32_t max_registers = 0;
   uint32_t max_stack_bytes = 0;
-  std::string compile_log;              // warnings
+  // Device variables the module defines beyond its tasks' entry and info
+  // symbols. Each costs load and unload time during the pause.
+  uint32_t device_variables = 0;
+  std::string compile_log;              // warnings (the loader's too)
   bool from_cache = false;
   absl::Duration compile_time;
   absl::Duration link_time;

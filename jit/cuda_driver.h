@@ -50,6 +50,9 @@ namespace grosr {
   X(cuModuleUnload)                                                         \
   X(cuModuleGetFunction)                                                    \
   X(cuModuleGetGlobal)                                                      \
+  X(cuLibraryLoadData)                                                      \
+  X(cuLibraryUnload)                                                        \
+  X(cuLibraryGetGlobal)                                                     \
   X(cuFuncGetAttribute)                                                     \
   X(cuFuncSetAttribute)                                                     \
   X(cuOccupancyMaxActiveBlocksPerMultiprocessor)                            \

@@ -30,6 +30,7 @@
 // lost or run twice across a stop and relaunch.
 #include "grosr/scheduler_state.h"
 #include "grosr/task_context.h"
+#include "grosr/task_services.h"
 
 #ifndef GROSR_WARPS_PER_BLOCK
 #define GROSR_WARPS_PER_BLOCK 8
@@ -475,11 +476,7 @@ __device__ uint32_t Dispatch(const SchedulerState& s, WarpScratch* w,
 
 __device__ void RunWorker(const SchedulerState& s, WarpScratch* w, uint32_t worker) {
   const unsigned lane = Lane();
-  if (lane == 0) {
-    w->ctx.state = &s;
-    w->ctx.worker = worker;
-    w->ctx.reserved = 0;
-  }
+  if (lane == 0) InstallTaskServices(&w->ctx, s, worker);
   // Work saved by the previous launch comes first.
   WorkerSave& save = s.saves[worker];
   uint32_t count = save.count;

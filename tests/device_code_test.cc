@@ -20,6 +20,7 @@ namespace {
 
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
+using ::testing::Not;
 
 std::unique_ptr<Compiler> MakeCompiler() {
   Compiler::Options options;
@@ -109,6 +110,42 @@ GROSR_TASK(alloc_free, Args) {
   ASSERT_TRUE(module.ok()) << module.status();
   EXPECT_THAT(module->task_names, ElementsAre("alloc_free"));
   EXPECT_LE(module->max_registers, kernel_registers_);
+}
+
+// Task modules stay small: what touches the scheduler's atomics is a call
+// into the scheduler's module, so the task ABI pulls in no <cuda/atomic>
+// and NVRTC emits none of its ~550 numeric_limits globals (each costs pause
+// time at load and unload). A task that includes it itself is warned.
+TEST_F(DeviceCodeTest, TaskModulesCarryNoLibraryGlobalsAndHeavyOnesAreWarned) {
+  auto lean = Build("lean.cu", R"(
+#include <grosr/task.h>
+struct Args { unsigned* out; unsigned id; };
+GROSR_TASK(lean, Args) {
+  void* p = ctx.gpu_malloc(64);
+  if (!ctx.spawn(args.id, args)) ctx.fail(3);
+  if (p != nullptr) ctx.gpu_free(p);
+  if (ctx.lane() == 0) atomicAdd(args.out, 1u);
+  ctx.then(args.id, args);
+}
+)");
+  ASSERT_TRUE(lean.ok()) << lean.status();
+  // A handful of cuda::std type-trait constants remain.
+  EXPECT_LE(lean->device_variables, 8u);
+  EXPECT_THAT(lean->compile_log, Not(HasSubstr("device variables")));
+  EXPECT_LT(lean->cubin.size(), 32u * 1024) << "task modules used to be 120 KB";
+
+  auto heavy = Build("heavy.cu", R"(
+#include <cuda/atomic>
+#include <grosr/task.h>
+struct Args { unsigned* out; };
+GROSR_TASK(heavy, Args) {
+  cuda::atomic_ref<unsigned, cuda::thread_scope_device> out(*args.out);
+  if (ctx.lane() == 0) out.fetch_add(1, cuda::std::memory_order_relaxed);
+}
+)");
+  ASSERT_TRUE(heavy.ok()) << heavy.status();
+  EXPECT_GT(heavy->device_variables, 100u);
+  EXPECT_THAT(heavy->compile_log, HasSubstr("heavy.cu: warning: the module defines"));
 }
 
 TEST_F(DeviceCodeTest, CompileErrorPointsAtTheTaskFileLine) {

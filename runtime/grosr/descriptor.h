@@ -8,7 +8,7 @@
 #ifndef GROSR_DESCRIPTOR_H_
 #define GROSR_DESCRIPTOR_H_
 
-#include "grosr/platform.h"
+#include "grosr/platform_base.h"
 
 namespace grosr {
 

@@ -14,12 +14,10 @@
 #include "grosr/descriptor.h"
 #include "grosr/platform.h"
 #include "grosr/slab_allocator.h"
+#include "grosr/task_context.h"
 #include "grosr/work_queue.h"
 
 namespace grosr {
-
-struct TaskContext;
-using TaskEntry = void (*)(TaskContext*, const void*);
 
 // Tasks a warp takes from the queue at once.
 #ifndef GROSR_BATCH

@@ -61,6 +61,8 @@
 #ifndef GROSR_TASK_H_
 #define GROSR_TASK_H_
 
+#include <cuda/std/type_traits>
+
 #include "grosr/task_context.h"
 
 #if defined(__CUDACC__) || defined(__CUDACC_RTC__)

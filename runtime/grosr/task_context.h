@@ -1,18 +1,37 @@
 // TaskContext: what a running task sees of the scheduler. Tasks use it
-// through the methods documented in grosr/task.h; this file holds the
-// implementation, which is compiled into every task module (it is header
-// code), so spawning is a few atomics, not a call back into the scheduler.
+// through the methods documented in grosr/task.h.
 //
 // One TaskContext exists per worker warp, in the scheduler's shared memory.
 // All 32 lanes of the warp run a task together and see the same context.
+//
+// What touches the scheduler's concurrent structures (spawning into the
+// queue, the task heap) is a call into the scheduler's module through the
+// function pointers below (grosr/task_services.h implements them): task
+// modules then include no atomics header and stay small. A module that
+// includes <cuda/atomic> carries ~550 CCCL globals that NVRTC emits, and
+// loading one took ~2.6 ms against ~0.1 ms (see platform_base.h) -- time the
+// scheduler spends paused. The call costs about what a same-module call
+// does (../shared/GPU_FACTS.md); then() and fail() stay inline.
 #ifndef GROSR_TASK_CONTEXT_H_
 #define GROSR_TASK_CONTEXT_H_
 
 #include "grosr/descriptor.h"
-#include "grosr/platform.h"
-#include "grosr/scheduler_state.h"
+#include "grosr/platform_base.h"
 
 namespace grosr {
+
+struct TaskContext;
+// A task's entry point, as the dispatch table holds it.
+using TaskEntry = void (*)(TaskContext*, const void*);
+// The scheduler's services, called by every active lane that asks.
+// Spawn: one task per calling lane (warp-aggregated); false, spawning
+// nothing for those lanes, when the queue lacks room.
+using TaskSpawnFn = bool (*)(TaskContext* ctx, const TaskDescriptor* item);
+// Heap: a block of `bytes` for the calling lane, or null when full.
+using TaskAllocateFn = void* (*)(TaskContext* ctx, uint64_t bytes);
+// Heap: frees a block; false (and an error reported for the task) when
+// the pointer is refused.
+using TaskFreeFn = bool (*)(TaskContext* ctx, void* pointer);
 
 // Argument bytes a task declares: sizeof(T), and 0 for NoArgs.
 struct NoArgs {};
@@ -26,15 +45,19 @@ GROSR_HD constexpr uint32_t ArgBytesOf<NoArgs>() {
 }
 
 struct TaskContext {
-  // --- set by the scheduler before each task ---------------------------
-  const SchedulerState* state;
-  TaskDescriptor* next;  // where then() writes the continuation
+  // --- set by the scheduler once per launch ------------------------------
+  const void* state;     // the scheduler's SchedulerState (for services)
+  TaskSpawnFn spawn_fn;
+  TaskAllocateFn allocate_fn;
+  TaskFreeFn free_fn;
   uint32_t worker;       // global warp index
+  uint32_t warps;        // warps of the grid, control warp included
+  // --- set by the scheduler before each task -----------------------------
+  TaskDescriptor* next;  // where then() writes the continuation
   TaskId task_id;
   uint32_t group;
   uint32_t status;       // first failure code reported, 0 if none
   uint32_t has_next;     // then() was called
-  uint32_t reserved;
 
 #if defined(__CUDACC__) || defined(__CUDACC_RTC__)
   // Lane of the calling thread within the warp, 0..31.
@@ -44,16 +67,16 @@ struct TaskContext {
   // Index of the warp running this task, 1..num_workers-1 (0 is the control
   // warp); stable while the runtime runs, handy for per-worker scratch.
   __device__ GROSR_INLINE uint32_t worker_id() const { return worker; }
-  __device__ GROSR_INLINE uint32_t num_warps() const { return state->num_warps; }
+  __device__ GROSR_INLINE uint32_t num_warps() const { return warps; }
 
   // Marks the running task failed with `code` (1 .. 0x7fffffff). Any lane
   // may call it; the first code reported wins. The task still runs to its
   // end; its continuation, if any, still runs.
   __device__ GROSR_INLINE void fail(uint32_t code) {
     if (code == 0 || code >= kFirstRuntimeCode) code = kFirstRuntimeCode - 1;
-    cuda::atomic_ref<uint32_t, cuda::thread_scope_block> ref(status);
-    uint32_t expected = 0;
-    ref.compare_exchange_strong(expected, code, kRelaxed, kRelaxed);
+    // Relaxed, block scope is enough: the scheduler reads it after the
+    // warp's __syncwarp. (A builtin, not cuda::atomic_ref: see the top.)
+    atomicCAS_block(&status, 0u, code);
   }
 
   // Spawns one task per calling lane: lanes that call together share the
@@ -67,7 +90,7 @@ struct TaskContext {
                   "pass larger data by device pointer");
     TaskDescriptor item;
     Fill(&item, id, args);
-    return SpawnItem(item);
+    return spawn_fn(this, &item);
   }
   __device__ GROSR_INLINE bool spawn(TaskId id) { return spawn(id, NoArgs{}); }
 
@@ -101,24 +124,14 @@ struct TaskContext {
 
   // Any lane, each lane for itself. Null when the heap has no room (counted
   // in Stats().heap.failed_allocations); memory freed later is usable again.
-  __device__ GROSR_INLINE void* gpu_malloc(size_t bytes) {
-    return state->heap.Allocate(bytes, worker, lane());
-  }
+  __device__ GROSR_INLINE void* gpu_malloc(size_t bytes) { return allocate_fn(this, bytes); }
 
   // Frees a block from gpu_malloc; nullptr is a no-op. A pointer the heap did
   // not give out, not the start of a block, or already free is refused: the
   // heap is unchanged, the refusal is counted (Stats().heap) and reported to
   // the host as an error of this task (RecentErrors: kBadFree*). Returns
   // true when the block was freed.
-  __device__ GROSR_INLINE bool gpu_free(void* pointer) {
-    const uint32_t result = state->heap.Free(pointer);
-    if (result == SlabAllocator::kFreeOk) return true;
-    const uint32_t code = result == SlabAllocator::kFreeForeign      ? kBadFreeForeign
-                          : result == SlabAllocator::kFreeMisaligned ? kBadFreeMisaligned
-                                                                     : kBadFreeDouble;
-    state->ReportError(task_id, code, 0, worker);
-    return false;
-  }
+  __device__ GROSR_INLINE bool gpu_free(void* pointer) { return free_fn(this, pointer); }
 
   // The warp-wide form: every active lane calls it with its own size and
   // gets its own block (or null). Lanes are spread over the page's bitmap
@@ -144,37 +157,6 @@ struct TaskContext {
     }
   }
 
-  __device__ GROSR_INLINE bool SpawnItem(const TaskDescriptor& item) {
-    const unsigned mask = __activemask();
-    const unsigned n = __popc(mask);
-    const unsigned leader = __ffs(mask) - 1;
-    const unsigned rank = __popc(mask & ((1u << lane()) - 1u));
-    const SchedulerState& s = *state;
-    int ok = 0;
-    unsigned long long base = 0;
-    if (rank == 0) {
-      ok = s.queue.TryReserveSpace(n);
-      if (ok) {
-        // Counted before it can run, so the group cannot look finished.
-        s.completion.Add(group, n, 0);
-        base = s.queue.ClaimTailTickets(n);
-      }
-    }
-    ok = __shfl_sync(mask, ok, leader);
-    if (!ok) return false;
-    base = __shfl_sync(mask, base, leader);
-    __syncwarp(mask);  // orders the leader's count before the publications
-    s.queue.Write(base + rank, item);
-    const unsigned same_id = __match_any_sync(mask, item.task_id);
-    if (lane() == static_cast<unsigned>(__ffs(same_id) - 1) &&
-        item.task_id < s.table_capacity) {
-      DeviceAtomic64(s.counters[item.task_id].spawned)
-          .fetch_add(__popc(same_id), kRelaxed);
-    }
-    __syncwarp(mask);
-    if (rank == 0) s.queue.Publish(n);
-    return true;
-  }
 #endif  // CUDA compilers
 };
 
