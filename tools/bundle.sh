@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 targets=(//tests:gpu_scheduler_test //tests:gpu_fault_test //tests:gpu_hot_load_test
          //tests:gpu_slab_allocator_test //tests:gpu_task_heap_test //tests:runtime_api_test //jit:compiler_test
          //tests:device_code_test //bench:cuda_dynamic_baselines_test //host:grosr
-         //bench:grosr_bench //bench:alloc)
+         //bench:grosr_bench //bench:alloc //bench:load_probe)
 # GROSR_BUNDLE_TARGETS="//a:b //c:d" bundles just those.
 if [[ -n "${GROSR_BUNDLE_TARGETS:-}" ]]; then read -ra targets <<<"$GROSR_BUNDLE_TARGETS"; fi
 # Static: the GPU machine has no Bazel tree to find shared libraries in.

@@ -58,6 +58,11 @@
 //     stack limit set at start-up).
 //   - A task must return: a task that never returns holds its warp, and the
 //     host's watchdog reports it by id.
+//   - Use the atomic builtins (atomicAdd, atomicCAS, ...) rather than
+//     <cuda/atomic>: NVRTC emits ~550 device globals for it, and loading and
+//     unloading them lengthens the scheduler's pause by milliseconds (the
+//     loader warns). This header includes no atomics header for that reason;
+//     ctx.spawn and the heap calls run in the scheduler's own module.
 #ifndef GROSR_TASK_H_
 #define GROSR_TASK_H_
 
