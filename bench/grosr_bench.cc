@@ -1,14 +1,20 @@
-// grosr_bench: GROSR against CUDA's own mechanisms, on the same GPU, in one
-// process. Prints a table and writes JSON (--json FILE).
+// The benchmark suite: GROSR against CUDA's own mechanisms, on the same GPU,
+// in one process. Prints a table and writes JSON (--json FILE). Built as
+// three programs that differ only in what runs by default (--only):
 //
-//   bazel run -c opt //bench:grosr_bench -- --json /tmp/results.json
+//   bazel run -c opt //bench:grosr_bench -- --json $PWD/r.json   # everything
+//   bazel run -c opt //bench:pingpong                           # experiment A
+//   bazel run -c opt //bench:throughput                         # experiment B
 //
-// Baselines run first in their own phase (the persistent kernel would block
-// module loads and share the GPU): an empty launch + synchronize, a chain of
-// dependent kernels in one stream, and the same chain as a CUDA graph. Then
-// GROSR: host ping-pong, dependent chains (continuation on the warp, and a
-// spawn through the device queue), a spawned tree, and host batch
-// submission. Every GROSR run checks its result (a counter or node count).
+// A, dependent dispatch latency: an empty launch + synchronize, dependent
+// kernels in one stream, the same chain as a static CUDA graph, CUDA's
+// dynamic mechanisms (cuda_dynamic_baselines.h), then GROSR's host ping-pong
+// and GPU-side chains (continuation on the warp, spawn through the queue),
+// with per-step distributions from GPU time stamps. B, throughput of tiny
+// tasks: throughput.h. Then hot-loading (pause as a task stream sees it).
+// CUDA's baselines run before any Runtime exists (the persistent kernel
+// would block module loads and share the GPU). Every GROSR run checks its
+// result (a counter, node count or CPU reference).
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -21,8 +27,10 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "bench/bench_support.h"
 #include "bench/cuda_dynamic_baselines.h"
 #include "bench/run_info.h"
+#include "bench/throughput.h"
 #include "host/cuda_resources.h"
 #include "host/runtime.h"
 #include "jit/compiler.h"
@@ -31,65 +39,17 @@
 namespace grosr {
 namespace {
 
-using Clock = std::chrono::steady_clock;
-double MicrosSince(Clock::time_point start) {
-  return std::chrono::duration<double, std::micro>(Clock::now() - start).count();
-}
+#define BENCH_CHECK(expr) CheckOrExit((expr), #expr)
 
-struct Result {
-  std::string name;
-  std::string unit;       // "us" per operation, or "tasks/s"
-  double median = 0;      // or the single value
-  double p90 = 0;
-  double p99 = 0;
-  double min = 0;
-  uint64_t samples = 0;
-  std::string note;
-};
-
-Result Summarize(std::string name, std::vector<double> us, std::string note) {
-  std::sort(us.begin(), us.end());
-  Result r;
-  r.name = std::move(name);
-  r.unit = "us";
-  r.median = us[us.size() / 2];
-  r.p90 = us[std::min(us.size() - 1, us.size() * 90 / 100)];
-  r.p99 = us[std::min(us.size() - 1, us.size() * 99 / 100)];
-  r.min = us.front();
-  r.samples = us.size();
-  r.note = std::move(note);
+// Marks `r` as experiment A with the host's CPU time and synchronizations
+// per step.
+Result& ExperimentA(Result& r, double cpu_us_per_step, double syncs_per_step) {
+  r.experiment = "A";
+  r.cpu_us_per_item = cpu_us_per_step;
+  r.syncs_per_item = syncs_per_step;
   return r;
 }
 
-Result Single(std::string name, std::string unit, double value, uint64_t samples,
-              std::string note) {
-  Result r;
-  r.name = std::move(name);
-  r.unit = std::move(unit);
-  r.median = r.p90 = r.p99 = r.min = value;
-  r.samples = samples;
-  r.note = std::move(note);
-  return r;
-}
-
-#define BENCH_CHECK(expr)                                                     \
-  do {                                                                        \
-    absl::Status bench_status_ = (expr);                                      \
-    if (!bench_status_.ok()) {                                                \
-      std::fprintf(stderr, "grosr_bench: %s: %s\n", #expr,                    \
-                   std::string(bench_status_.message()).c_str());             \
-      std::exit(1);                                                           \
-    }                                                                         \
-  } while (false)
-
-template <typename T>
-T Value(absl::StatusOr<T> v, const char* what) {
-  if (!v.ok()) {
-    std::fprintf(stderr, "grosr_bench: %s: %s\n", what, std::string(v.status().message()).c_str());
-    std::exit(1);
-  }
-  return std::move(*v);
-}
 
 // ---------------------------------------------------------------------------
 // Baselines: plain CUDA on the driver API.
@@ -135,19 +95,23 @@ void RunBaselines(const CudaDriver& cu, const Compiler& compiler, const std::str
 
     // Launch + synchronize: the host's round trip per data-dependent step.
     std::vector<double> us;
+    double cpu0 = 0;
     for (int i = 0; i < launches + 100; ++i) {
+      if (i == 100) cpu0 = ProcessCpuMicros();
       auto start = Clock::now();
       cu.cuLaunchKernel(empty, 1, 1, 1, 32, 1, 1, 0, stream.get(), nullptr, nullptr);
       cu.cuStreamSynchronize(stream.get());
       if (i >= 100) us.push_back(MicrosSince(start));
     }
-    results->push_back(Summarize("cuda_launch_sync", us,
-                                 "empty kernel: cuLaunchKernel + cuStreamSynchronize"));
+    Result launch_sync = Summarize("cuda_launch_sync", us,
+                                   "empty kernel: cuLaunchKernel + cuStreamSynchronize");
+    results->push_back(ExperimentA(launch_sync, (ProcessCpuMicros() - cpu0) / launches, 1));
 
     // Dependent kernels in one stream, one synchronize at the end.
     const int chain = 10000;
     cu.cuMemsetD32(counter_ptr, 0, 1);
     us.clear();
+    cpu0 = ProcessCpuMicros();
     for (int rep = 0; rep < 5; ++rep) {
       auto start = Clock::now();
       for (int i = 0; i < chain; ++i) {
@@ -156,8 +120,10 @@ void RunBaselines(const CudaDriver& cu, const Compiler& compiler, const std::str
       cu.cuStreamSynchronize(stream.get());
       us.push_back(MicrosSince(start) / chain);
     }
-    results->push_back(Summarize("cuda_stream_chain", us,
-                                 absl::StrCat(chain, " dependent kernels, one stream, per kernel")));
+    Result stream_chain = Summarize(
+        "cuda_stream_chain", us, absl::StrCat(chain, " dependent kernels, one stream, per kernel"));
+    results->push_back(
+        ExperimentA(stream_chain, (ProcessCpuMicros() - cpu0) / (5.0 * chain), 1.0 / chain));
 
     // The same chain captured as a static graph (cannot branch on data).
     const int nodes = 1000;
@@ -176,16 +142,19 @@ void RunBaselines(const CudaDriver& cu, const Compiler& compiler, const std::str
     cu.cuGraphLaunch(exec, stream.get());
     cu.cuStreamSynchronize(stream.get());
     us.clear();
+    cpu0 = ProcessCpuMicros();
     for (int rep = 0; rep < 20; ++rep) {
       auto start = Clock::now();
       cu.cuGraphLaunch(exec, stream.get());
       cu.cuStreamSynchronize(stream.get());
       us.push_back(MicrosSince(start) / nodes);
     }
-    results->push_back(Summarize(
+    Result graph_chain = Summarize(
         "cuda_graph_chain", us,
         absl::StrFormat("%d-node captured graph, per node (instantiate %.1f ms)", nodes,
-                        instantiate_us / 1000)));
+                        instantiate_us / 1000));
+    results->push_back(
+        ExperimentA(graph_chain, (ProcessCpuMicros() - cpu0) / (20.0 * nodes), 1.0 / nodes));
     uint32_t count = 0;
     cu.cuMemcpyDtoH(&count, counter_ptr, 4);
     const uint32_t expected = 5u * chain + 21u * nodes;
@@ -210,7 +179,9 @@ void RunBaselines(const CudaDriver& cu, const Compiler& compiler, const std::str
                    std::string(series.status.message()).c_str());
       continue;
     }
-    results->push_back(Summarize(series.name, std::move(series.us_per_step), series.note));
+    Result r = Summarize(series.name, std::move(series.us_per_step), series.note);
+    r.experiment = "A";
+    results->push_back(r);
   }
   cu.cuDevicePrimaryCtxRelease(device);
 }
@@ -268,6 +239,24 @@ GROSR_TASK(chain_spawn, StepArgs) {
     }
   }
 }
+// Per-step time stamps for the latency distributions: the then-chain in SM
+// cycles (it stays on one warp, so on one SM's clock), the spawn chain in
+// global-timer ns (its steps move between SMs).
+struct StampArgs { unsigned step; unsigned steps; unsigned long long* stamps; };
+GROSR_TASK(then_stamp, StampArgs) {
+  if (ctx.lane() == 0) args.stamps[args.step] = clock64();
+  if (args.step + 1 < args.steps) {
+    ctx.then(ctx.self(), StampArgs{args.step + 1, args.steps, args.stamps});
+  }
+}
+GROSR_TASK(spawn_stamp, StampArgs) {
+  if (ctx.lane() == 0) {
+    args.stamps[args.step] = GlobalNs();
+    if (args.step + 1 < args.steps) {
+      while (!ctx.spawn(ctx.self(), StampArgs{args.step + 1, args.steps, args.stamps})) {}
+    }
+  }
+}
 struct TreeArgs { unsigned depth; unsigned width; unsigned long long* nodes; };
 GROSR_TASK(tree, TreeArgs) {
   if (ctx.lane() == 0) atomicAdd(args.nodes, 1ull);
@@ -288,6 +277,10 @@ struct PureArgs {
 struct TreeArgs {
   uint32_t depth, width;
   uint64_t* nodes;
+};
+struct StampArgs {
+  uint32_t step, steps;
+  uint64_t* stamps;
 };
 struct ClockArgs {
   uint32_t left, pad;
@@ -371,6 +364,7 @@ void RunHotLoad(Runtime& runtime, TaskId noop, std::vector<Result>* results) {
     }
     gaps.push_back(widest);
   }
+  const size_t first = results->size();
   results->push_back(Summarize("grosr_load_gap_seen", gaps,
                                "largest gap in a host Submit+Wait stream during a load (cached task)"));
   for (Part& part : parts) results->push_back(Summarize(part.name, std::move(part.us), part.note));
@@ -379,9 +373,44 @@ void RunHotLoad(Runtime& runtime, TaskId noop, std::vector<Result>* results) {
       absl::StrFormat("compile + link of an uncached task (compile %.1f ms, link %.1f ms)",
                       absl::ToDoubleMilliseconds(cold.compile_time),
                       absl::ToDoubleMilliseconds(cold.link_time))));
+  for (size_t i = first; i < results->size(); ++i) (*results)[i].experiment = "load";
 }
 
-void RunGrosr(int pings, std::vector<Result>* results, DeviceInfo* info_out) {
+// The distribution of single dependent steps: a 10,000-step chain stamps
+// each step; consecutive stamps give one latency sample each.
+void RunStepDistributions(Runtime& runtime, double sm_mhz, std::vector<Result>* results) {
+  const uint32_t steps = 10000;
+  const CUdeviceptr stamps = Value(runtime.AllocateDeviceMemory(steps * 8), "stamps");
+  auto run = [&](const char* task, double units_per_us, const char* name, const char* note) {
+    const TaskId id = Value(runtime.Find(task), "find");
+    TaskHandle h = Value(runtime.Submit(id, StampArgs{0, steps, reinterpret_cast<uint64_t*>(stamps)}),
+                         "submit");
+    BENCH_CHECK(runtime.Wait(h));
+    BENCH_CHECK(runtime.Drain());
+    std::vector<uint64_t> t(steps);
+    BENCH_CHECK(runtime.CopyFromDevice(t.data(), stamps, steps * 8));
+    std::vector<double> us;
+    double finest = 1e30;
+    for (uint32_t i = 1; i < steps; ++i) {
+      const double d = static_cast<double>(t[i] - t[i - 1]);
+      if (d > 0) finest = std::min(finest, d);
+      us.push_back(d / units_per_us);
+    }
+    Result r = Summarize(name, us, absl::StrFormat("%s (finest stamp step %.0f)", note, finest));
+    r.experiment = "A";
+    results->push_back(r);
+  };
+  if (sm_mhz > 0) {
+    run("then_stamp", sm_mhz, "grosr_then_step",
+        "single ctx.then steps of a 10,000-step chain, SM clock64 stamps (cycles at the "
+        "measured SM clock)");
+  }
+  run("spawn_stamp", 1000.0, "grosr_spawn_step",
+      "single ctx.spawn steps of a 10,000-step chain, %globaltimer stamps in ns");
+}
+
+void RunGrosr(int pings, bool pingpong, bool hotload, std::vector<Result>* results,
+              DeviceInfo* info_out) {
   std::unique_ptr<Runtime> runtime = Value(Runtime::Create(), "Runtime::Create");
   *info_out = runtime->device_info();
   Value(runtime->LoadSource("bench_tasks.cu", kBenchTasks), "load bench tasks");
@@ -392,24 +421,33 @@ void RunGrosr(int pings, std::vector<Result>* results, DeviceInfo* info_out) {
   const TaskId tree = Value(runtime->Find("tree"), "find");
   CUdeviceptr counter = Value(runtime->AllocateDeviceMemory(16), "alloc");
   BENCH_CHECK(runtime->Start());
+  if (!pingpong) {
+    if (hotload) RunHotLoad(*runtime, noop, results);
+    Value(runtime->Shutdown(), "shutdown");
+    return;
+  }
 
   // Host ping-pong: submit an empty task, wait for its completion record.
   std::vector<double> us;
+  double cpu0 = 0;
   for (int i = 0; i < pings + 1000; ++i) {
+    if (i == 1000) cpu0 = ProcessCpuMicros();
     auto start = Clock::now();
     TaskHandle h = Value(runtime->Submit(noop, NoArgs{}), "submit");
     BENCH_CHECK(runtime->Wait(h));
     if (i >= 1000) us.push_back(MicrosSince(start));
   }
-  results->push_back(Summarize("grosr_pingpong", us,
-                               "host Submit + Wait of an empty task (pinned ring, no launch)"));
+  Result ping = Summarize("grosr_pingpong", us,
+                          "host Submit + Wait of an empty task (pinned ring, no launch)");
+  results->push_back(ExperimentA(ping, (ProcessCpuMicros() - cpu0) / pings, 1));
 
   auto run_chain = [&](TaskId task, uint32_t steps, const char* name, const char* note,
                        bool pure = false) {
-    std::vector<double> per_step;
+    std::vector<double> per_step, cpu;
     for (int rep = 0; rep < 5; ++rep) {
       uint32_t zero = 0;
       BENCH_CHECK(runtime->CopyToDevice(counter, &zero, 4));
+      const double cpu_start = ProcessCpuMicros();
       auto start = Clock::now();
       auto* out = reinterpret_cast<uint32_t*>(counter);
       TaskHandle h = Value(pure ? runtime->Submit(task, PureArgs{steps, 0, out})
@@ -418,6 +456,7 @@ void RunGrosr(int pings, std::vector<Result>* results, DeviceInfo* info_out) {
       BENCH_CHECK(runtime->Wait(h));
       BENCH_CHECK(runtime->Drain());
       per_step.push_back(MicrosSince(start) / steps);
+      cpu.push_back((ProcessCpuMicros() - cpu_start) / steps);
       uint32_t done = 0;
       BENCH_CHECK(runtime->CopyFromDevice(&done, counter, 4));
       if (done != steps) {
@@ -425,12 +464,15 @@ void RunGrosr(int pings, std::vector<Result>* results, DeviceInfo* info_out) {
         std::exit(1);
       }
     }
-    results->push_back(Summarize(name, per_step, note));
+    std::sort(cpu.begin(), cpu.end());
+    Result r = Summarize(name, per_step, note);
+    results->push_back(ExperimentA(r, cpu[cpu.size() / 2], 2.0 / steps));  // Wait + Drain
   };
   run_chain(chain_then, 1000000, "grosr_chain_then",
             "1M dependent steps, ctx.then (continuation on the warp), per step");
   run_chain(chain_pure, 1000000, "grosr_chain_pure",
             "1M dependent steps, ctx.then, no memory traffic in the task, per step", true);
+  double sm_mhz = 0;
   {
     // Cycles per dependent step, measured on the SM, and the clock it ran at.
     const TaskId chain_clock = Value(runtime->Find("chain_clock"), "find");
@@ -449,10 +491,13 @@ void RunGrosr(int pings, std::vector<Result>* results, DeviceInfo* info_out) {
     Result c = Summarize("grosr_chain_cycles", cycles,
                          "SM cycles per ctx.then step (clock64 on the chain's SM)");
     c.unit = "cycles";
+    c.experiment = "A";
     results->push_back(c);
     Result m = Summarize("grosr_chain_sm_mhz", mhz, "SM clock during the chain (cycles / globaltimer)");
     m.unit = "MHz";
+    m.experiment = "A";
     results->push_back(m);
+    sm_mhz = m.median;
   }
   run_chain(chain_spawn, 100000, "grosr_chain_spawn",
             "100k dependent steps, ctx.spawn through the device queue, per step");
@@ -481,8 +526,10 @@ void RunGrosr(int pings, std::vector<Result>* results, DeviceInfo* info_out) {
       rates.push_back(static_cast<double>(expected) / seconds);
     }
     std::sort(rates.begin(), rates.end());
-    results->push_back(Single("grosr_spawn_tree", "tasks/s", rates[rates.size() / 2], rates.size(),
-                              "1.08M tasks spawned on the GPU (32-ary tree), median of 5"));
+    Result tree_rate = Single("grosr_spawn_tree", "tasks/s", rates[rates.size() / 2],
+                              rates.size(), "1.08M tasks spawned on the GPU (32-ary tree), median of 5");
+    tree_rate.experiment = "extra";
+    results->push_back(tree_rate);
   }
 
   // Host batch submission: untracked empty tasks through the ring.
@@ -497,8 +544,10 @@ void RunGrosr(int pings, std::vector<Result>* results, DeviceInfo* info_out) {
       rates.push_back(static_cast<double>(n) / (MicrosSince(start) / 1e6));
     }
     std::sort(rates.begin(), rates.end());
-    results->push_back(Single("grosr_host_batch", "tasks/s", rates[rates.size() / 2], rates.size(),
-                              "1M empty tasks via SubmitBatch + Drain, median of 3"));
+    Result batch_rate = Single("grosr_host_batch", "tasks/s", rates[rates.size() / 2],
+                               rates.size(), "1M empty tasks via SubmitBatch + Drain, median of 3");
+    batch_rate.experiment = "extra";
+    results->push_back(batch_rate);
     RuntimeStats stats = Value(runtime->Stats(), "stats");
     for (const TaskStats& t : stats.tasks) {
       if (t.id == noop && t.completed != t.submitted) {
@@ -509,40 +558,44 @@ void RunGrosr(int pings, std::vector<Result>* results, DeviceInfo* info_out) {
       }
     }
   }
-  RunHotLoad(*runtime, noop, results);
+  RunStepDistributions(*runtime, sm_mhz, results);
+  if (hotload) RunHotLoad(*runtime, noop, results);
   Value(runtime->Shutdown(), "shutdown");
 }
 
-std::string ToJson(const std::vector<Result>& results, const DeviceInfo& info,
-                   const std::string& driver) {
-  std::vector<std::string> items;
-  for (const Result& r : results) {
-    items.push_back(absl::StrFormat(
-        "    {\"name\": \"%s\", \"unit\": \"%s\", \"median\": %.6g, \"p90\": %.6g, \"p99\": %.6g, "
-        "\"min\": %.6g, \"samples\": %d, \"note\": \"%s\"}",
-        r.name, r.unit, r.median, r.p90, r.p99, r.min, r.samples, r.note));
-  }
-  return absl::StrFormat(
-      "{\n  \"device\": \"%s\", \"arch\": \"%s\", \"sms\": %d, \"driver\": \"%s\",\n"
-      "  \"sm_clock_mhz\": %d, \"memory_clock_mhz\": %d, \"commit\": \"%s\", \"date\": \"%s\",\n"
-      "  \"grid\": \"%d blocks x %d warps\",\n  \"results\": [\n%s\n  ]\n}\n",
-      info.name, info.arch, info.sm_count, driver, info.clock_mhz, info.memory_clock_mhz,
-      BuildCommit(), UtcNow(), info.blocks, info.warps_per_block, absl::StrJoin(items, ",\n"));
+RunHeader HeaderOf(const DeviceInfo& info, const std::string& driver) {
+  RunHeader h;
+  h.device = info.name;
+  h.arch = info.arch;
+  h.driver = driver;
+  h.sms = info.sm_count;
+  h.sm_clock_mhz = info.clock_mhz;
+  h.memory_clock_mhz = info.memory_clock_mhz;
+  h.grid = absl::StrCat(info.blocks, " blocks x ", info.warps_per_block, " warps");
+  return h;
 }
 
-int Main(int argc, char** argv) {
+}  // namespace
+
+// The suite's entry point; `selection` is what runs without --only:
+// "all", "pingpong" (experiment A), "throughput" (B) or "hotload".
+int BenchMain(int argc, char** argv, const std::string& program, std::string selection) {
   std::setvbuf(stdout, nullptr, _IOLBF, 0);  // a crash keeps what was printed
   std::string json_path;
   int pings = 20000;
   bool dynamic_baselines = true;
   bool skip_all_but_dynamic = false;
   std::vector<std::string> only_dynamic;
+  ThroughputPlan throughput;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     if (a == "--json" && i + 1 < argc) {
       json_path = argv[++i];
+    } else if (a == "--only" && i + 1 < argc) {
+      selection = argv[++i];
     } else if (a == "--quick") {
       pings = 2000;
+      throughput.sizes = {1000, 10000, 100000};
     } else if (a == "--no-dynamic") {
       dynamic_baselines = false;
     } else if (a == "--dynamic" && i + 1 < argc) {
@@ -551,53 +604,70 @@ int Main(int argc, char** argv) {
       skip_all_but_dynamic = true;
     } else {
       std::fprintf(stderr,
-                   "usage: grosr_bench [--json FILE] [--quick] [--no-dynamic]\n"
-                   "                   [--dynamic NAME,...] [--only-dynamic]\n");
+                   "usage: %s [--json FILE] [--only all|pingpong|throughput|hotload] [--quick]\n"
+                   "       [--no-dynamic] [--dynamic NAME,...] [--only-dynamic]\n",
+                   program.c_str());
       return 2;
     }
+  }
+  if (selection != "all" && selection != "pingpong" && selection != "throughput" &&
+      selection != "hotload") {
+    std::fprintf(stderr, "%s: --only takes all, pingpong, throughput or hotload\n",
+                 program.c_str());
+    return 2;
   }
   absl::StatusOr<const CudaDriver*> driver = CudaDriver::Get();
   int devices = 0;
   if (!driver.ok() || (*driver)->cuInit(0) != CUDA_SUCCESS ||
       (*driver)->cuDeviceGetCount(&devices) != CUDA_SUCCESS || devices == 0) {
-    std::fprintf(stderr, "grosr_bench: %s\n",
+    std::fprintf(stderr, "%s: %s\n", program.c_str(),
                  driver.ok() ? "a CUDA GPU is required to run the benchmarks: no device found"
                              : std::string(driver.status().message()).c_str());
     return 2;
   }
+  const bool pingpong = selection == "all" || selection == "pingpong";
+  const bool tput = selection == "all" || selection == "throughput";
+  const bool hotload = selection == "all" || selection == "hotload";
   std::unique_ptr<Compiler> compiler = Value(Compiler::Create({}), "compiler");
   std::vector<Result> results;
-  BaselinePlan plan;
-  plan.launches = pings / 2;
-  plan.static_baselines = !skip_all_but_dynamic;
-  plan.dynamic_baselines = dynamic_baselines;
-  plan.only_dynamic = only_dynamic;
-  RunBaselines(**driver, *compiler, DefaultArchitecture(), plan, &results);
-  DeviceInfo info;
-  if (!skip_all_but_dynamic) RunGrosr(pings, &results, &info);
-
-  std::printf("%s (%s, %d SMs), driver %s, GROSR grid %d x %d warps\n", info.name.c_str(),
-              info.arch.c_str(), info.sm_count, (*driver)->VersionString().c_str(), info.blocks,
-              info.warps_per_block);
-  std::printf("%-26s %14s %12s %12s %12s  %s\n", "benchmark", "median", "p90", "p99", "min",
-              "what");
-  for (const Result& r : results) {
-    if (r.unit == "us") {
-      std::printf("%-26s %11.3f us %9.3f us %9.3f us %9.3f us  %s\n", r.name.c_str(), r.median,
-                  r.p90, r.p99, r.min, r.note.c_str());
-    } else {
-      std::printf("%-26s %10.3g %s %38s  %s\n", r.name.c_str(), r.median, r.unit.c_str(), "",
-                  r.note.c_str());
-    }
+  // CUDA's baselines first, before any Runtime: the persistent kernel
+  // would block their module loads and share the GPU with them.
+  if (pingpong) {
+    BaselinePlan plan;
+    plan.launches = pings / 2;
+    plan.static_baselines = !skip_all_but_dynamic;
+    plan.dynamic_baselines = dynamic_baselines;
+    plan.only_dynamic = only_dynamic;
+    RunBaselines(**driver, *compiler, DefaultArchitecture(), plan, &results);
   }
+  if (tput && !skip_all_but_dynamic) {
+    RunThroughputBaselines(**driver, *compiler, DefaultArchitecture(), throughput, &results);
+  }
+  RunHeader header;
+  DeviceInfo info;
+  if ((pingpong || hotload) && !skip_all_but_dynamic) {
+    RunGrosr(pings, pingpong, hotload, &results, &info);
+    header = HeaderOf(info, (*driver)->VersionString());
+  }
+  if (tput && !skip_all_but_dynamic) {
+    RunThroughputGrosr(throughput, &results, &header);
+    header.driver = (*driver)->VersionString();
+  }
+  PrintResults(results, header);
   if (!json_path.empty()) {
-    std::ofstream(json_path) << ToJson(results, info, (*driver)->VersionString());
+    std::ofstream(json_path) << ToJson(results, header);
     std::printf("wrote %s\n", json_path.c_str());
   }
   return 0;
 }
 
-}  // namespace
 }  // namespace grosr
 
-int main(int argc, char** argv) { return grosr::Main(argc, argv); }
+#ifndef GROSR_BENCH_PROGRAM
+#define GROSR_BENCH_PROGRAM "grosr_bench"
+#define GROSR_BENCH_SELECTION "all"
+#endif
+
+int main(int argc, char** argv) {
+  return grosr::BenchMain(argc, argv, GROSR_BENCH_PROGRAM, GROSR_BENCH_SELECTION);
+}
