@@ -4,8 +4,10 @@
 // Series (results named "tput_<series>_<N>", group = series):
 //   cuda_launch_sync    a kernel launch and a synchronize per task
 //   cuda_launch_stream  a launch per task, one synchronize at the end
-//   cuda_graph_replay   a graph of min(N, graph_nodes) independent kernel nodes,
-//                       replayed until N kernels ran (instantiation excluded)
+//   cuda_graph_replay   a graph of min(N, graph_nodes) independent kernel
+//                       nodes, replayed until N kernels ran (instantiation
+//                       excluded)
+//   cuda_graph_chain_replay  the same nodes chained one after another
 //   grosr_host_submit   N tasks through the ring (SubmitBatch), one Drain
 //   grosr_gpu_spawn     one root task whose spawned fan-out runs N tasks
 // Each reports tasks/s (median over repetitions), the run's wall time, host
