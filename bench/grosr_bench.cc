@@ -18,11 +18,14 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
@@ -654,9 +657,25 @@ int BenchMain(int argc, char** argv, const std::string& program, std::string sel
     header.driver = (*driver)->VersionString();
   }
   PrintResults(results, header);
-  if (!json_path.empty()) {
-    std::ofstream(json_path) << ToJson(results, header);
-    std::printf("wrote %s\n", json_path.c_str());
+  // Without --json, `bazel run` writes into the workspace's bench/results/
+  // (and plots there); elsewhere into ./bench-results/.
+  const char* workspace = std::getenv("BUILD_WORKSPACE_DIRECTORY");
+  if (json_path.empty()) {
+    const std::string folder = workspace != nullptr ? absl::StrCat(workspace, "/bench/results")
+                                                    : std::string("bench-results");
+    std::filesystem::create_directories(folder);
+    json_path = absl::StrCat(folder, "/", program, ".json");
+  }
+  std::ofstream(json_path) << ToJson(results, header);
+  std::printf("wrote %s\n", json_path.c_str());
+  if (workspace != nullptr && absl::EndsWith(json_path, ".json")) {
+    const std::string png = absl::StrCat(json_path.substr(0, json_path.size() - 5), ".png");
+    const std::string plot = absl::StrCat("/usr/bin/python3 '", workspace, "/bench/plot.py' '",
+                                          json_path, "' '", png, "'");
+    if (std::system(plot.c_str()) != 0) {
+      std::fprintf(stderr, "%s: plotting failed (python3-matplotlib missing? tools/setup.sh "
+                   "installs it): %s\n", program.c_str(), plot.c_str());
+    }
   }
   return 0;
 }
