@@ -3,6 +3,8 @@
 //
 //   bazel run -c opt //bench:load_probe            (CUDA_MODULE_LOADING=EAGER
 //                                                   or LAZY to compare)
+//   load_probe --dump-cubin T --dump-scheduler S    writes a task module's and
+//                                                   the scheduler's cubins (no GPU)
 //
 // Each row is the median (and max) over --repeat rounds, in microseconds:
 //   idle/*         module and library calls with no kernel running
@@ -253,20 +255,27 @@ class Probe {
 int Main(int argc, char** argv) {
   int repeat = 15;
   uint64_t heap_gib = 8;
-  std::string dump;
+  std::string dump, dump_scheduler;
   for (int i = 1; i + 1 < argc; i += 2) {
     std::string flag = argv[i];
     if (flag == "--repeat") (void)absl::SimpleAtoi(argv[i + 1], &repeat);
     if (flag == "--heap-gib") (void)absl::SimpleAtoi(argv[i + 1], &heap_gib);
     if (flag == "--dump-cubin") dump = argv[i + 1];
+    if (flag == "--dump-scheduler") dump_scheduler = argv[i + 1];
   }
   std::unique_ptr<Compiler> compiler = Value(Compiler::Create({}), "compiler");
   DeviceCodeTarget target;
   TaskModuleImage task =
       Value(BuildTaskModule(*compiler, target, 255, "probe.cu", kTaskSource), "task module");
   std::printf("task module cubin: %zu bytes\n", task.cubin.size());
-  if (!dump.empty()) {  // for readelf / cuobjdump; no GPU needed
-    std::ofstream(dump, std::ios::binary) << task.cubin;
+  if (!dump.empty() || !dump_scheduler.empty()) {  // for cuobjdump / nvdisasm; no GPU needed
+    if (!dump.empty()) std::ofstream(dump, std::ios::binary) << task.cubin;
+    if (!dump_scheduler.empty()) {
+      SchedulerImage scheduler = Value(BuildSchedulerImage(*compiler, target), "scheduler");
+      std::printf("scheduler cubin: %zu bytes, kernel %u registers\n", scheduler.cubin.size(),
+                  scheduler.kernel_registers);
+      std::ofstream(dump_scheduler, std::ios::binary) << scheduler.cubin;
+    }
     return 0;
   }
   const CudaDriver& cu = *Value(CudaDriver::Get(), "driver");
