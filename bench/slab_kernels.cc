@@ -76,7 +76,7 @@ __device__ bool CheckBlock(const unsigned char* p, unsigned bytes, unsigned owne
 struct SlabHeap {
   const SlabAllocator& heap;
   __device__ void* Allocate(unsigned bytes, unsigned thread) const {
-    return heap.Allocate(bytes, thread / 32, thread);
+    return heap.AllocateCoalesced(bytes, thread / 32);
   }
   __device__ bool Free(void* p) const { return heap.Free(p) == SlabAllocator::kFreeOk; }
 };
@@ -119,7 +119,9 @@ slab_alloc(const __grid_constant__ SlabAllocator heap, unsigned n, unsigned byte
            const unsigned* sizes, void** blocks) {
   const unsigned i = ThreadIndex();
   if (i >= n) return;
-  blocks[i] = heap.Allocate(sizes != nullptr ? sizes[i] : bytes, i / 32, i);
+  // What a task's ctx.gpu_malloc does: lanes of a warp asking for the same
+  // class together share one batch reservation.
+  blocks[i] = heap.AllocateCoalesced(sizes != nullptr ? sizes[i] : bytes, i / 32);
 }
 
 extern "C" __global__ void __launch_bounds__(kBlock, kMinBlocks)

@@ -35,9 +35,10 @@ TEST(SlabKernelsTest, CompilesAndLinksForSm90) {
     const FunctionResources* resources = contents->FindFunction(name);
     ASSERT_NE(resources, nullptr) << name;
     // __launch_bounds__(256): at most 255 registers, and the kernels keep
-    // no big frames.
+    // no big frames (AllocateCoalesced's leader holds a warp's 32 block
+    // pointers, 256 B, in its frame).
     EXPECT_GT(resources->registers, 0u) << name;
-    EXPECT_LE(resources->frame_bytes, 256u) << name;
+    EXPECT_LE(resources->frame_bytes, 512u) << name;
     std::printf("%-22s %3u registers, %u B frame, %u B stack\n", name.c_str(),
                 resources->registers, resources->frame_bytes, resources->stack_bytes);
   }

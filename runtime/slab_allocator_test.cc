@@ -2,6 +2,7 @@
 // g++, threads standing in for warps. Run under TSan and ASan in CI.
 #include "grosr/slab_allocator.h"
 
+#include <algorithm>
 #include <cstring>
 #include <memory>
 #include <mutex>
@@ -137,6 +138,42 @@ TEST(SlabAllocatorTest, ExhaustionReturnsNullAndFreedMemoryIsUsableAgain) {
   EXPECT_EQ(slab.PagesHeld(), 0u);
 }
 
+// A batch takes many blocks with one reservation: all distinct, aligned,
+// in the class asked for, spilling onto further pages when one fills; the
+// arena running dry gives a short batch and counts each missing block.
+TEST(SlabAllocatorTest, BatchesAreDistinctSpanPagesAndCountShortfalls) {
+  HostSlab slab(8, 12);  // 8 pages of 4 KiB: 4 blocks of 1 KiB each
+  const SlabAllocator& a = slab.allocator();
+  void* got[32];
+  ASSERT_EQ(a.AllocateBatch(1000, 10, 0, 0, got), 10u);
+  std::vector<void*> blocks(got, got + 10);
+  std::sort(blocks.begin(), blocks.end());
+  EXPECT_EQ(std::adjacent_find(blocks.begin(), blocks.end()), blocks.end()) << "a block twice";
+  for (void* p : blocks) {
+    EXPECT_EQ(reinterpret_cast<uintptr_t>(p) % 1024, reinterpret_cast<uintptr_t>(blocks[0]) % 1024);
+    Fill(p, 1024, reinterpret_cast<uintptr_t>(p));
+  }
+  EXPECT_EQ(slab.usage().blocks[a.ClassFor(1000)], 10u);
+  EXPECT_GE(slab.counters().pages_in_use, 3u) << "10 blocks of 1 KiB need 3 pages";
+  // 22 blocks remain; ask for 30.
+  EXPECT_EQ(a.AllocateBatch(1024, 30, 0, 5, got), 22u);  // same shard: its hint page has 2
+  EXPECT_EQ(slab.counters().failed, 8u) << "each missing block counted";
+  for (size_t k = 0; k < 10; ++k) {
+    EXPECT_TRUE(Check(blocks[k], 1024, reinterpret_cast<uintptr_t>(blocks[k]))) << "overwritten";
+  }
+  for (uint32_t k = 0; k < 22; ++k) blocks.push_back(got[k]);
+  std::sort(blocks.begin(), blocks.end());
+  EXPECT_EQ(std::adjacent_find(blocks.begin(), blocks.end()), blocks.end()) << "a block twice";
+  for (void* p : blocks) ASSERT_EQ(a.Free(p), SlabAllocator::kFreeOk);
+  EXPECT_EQ(slab.PagesHeld(), 0u);
+  // Page runs (above half a page) come one run per block.
+  ASSERT_EQ(a.AllocateBatch(3 << 12, 2, 0, 0, got), 2u);
+  EXPECT_EQ(slab.usage().large_pages, 6u);
+  EXPECT_EQ(a.Free(got[0]), SlabAllocator::kFreeOk);
+  EXPECT_EQ(a.Free(got[1]), SlabAllocator::kFreeOk);
+  EXPECT_EQ(slab.PagesHeld(), 0u);
+}
+
 // Requests no run of pages can serve get null and a failure count, up to the
 // largest size a caller can pass: neither the class search nor the page
 // rounding may wrap around to a small size.
@@ -182,21 +219,30 @@ TEST(SlabAllocatorTest, ConcurrentMixedSizesNeverOverlap) {
         if (a.Free(b.first) != SlabAllocator::kFreeOk) ++refused;
       };
       for (int op = 0; op < kOps; ++op) {
-        // Up to 64 live blocks per thread (at most about 2.6 MB in all):
-        // the arena is never exhausted, so no allocation may fail.
+        // Up to 64 live blocks per thread, plus one batch (at most about
+        // 3 MB in all): the arena is never exhausted, so no allocation may fail.
         const int r = live.size() >= 64 ? 60 : static_cast<int>(random() % 100);
         if (r < 55 || live.empty()) {
-          // Mostly small, some up to a few pages.
+          // Mostly small, some up to a few pages; a third of the small
+          // requests come as a batch of up to 32 (a warp's worth).
           uint64_t bytes = random() % 10 == 0 ? 1 + random() % 40000 : 1 + random() % 1024;
-          void* p = a.Allocate(bytes, static_cast<uint32_t>(t), static_cast<uint32_t>(random()));
-          if (p == nullptr) {
-            ++nulls;
-            continue;
+          const uint32_t want = bytes <= 1024 && random() % 3 == 0 ? 1 + random() % 32 : 1;
+          void* got[32];
+          uint32_t n = 0;
+          if (want == 1) {
+            got[0] = a.Allocate(bytes, static_cast<uint32_t>(t), static_cast<uint32_t>(random()));
+            n = got[0] != nullptr ? 1 : 0;
+          } else {
+            n = a.AllocateBatch(bytes, want, static_cast<uint32_t>(t),
+                                static_cast<uint32_t>(random()), got);
           }
-          const uint64_t tag = (uint64_t(t) << 56) ^ op ^ random();
-          const uint64_t rounded = bytes / 8 * 8;
-          Fill(p, rounded, tag);
-          live.push_back({p, {rounded, tag}});
+          nulls += want - n;
+          for (uint32_t k = 0; k < n; ++k) {
+            const uint64_t tag = (uint64_t(t) << 56) ^ (uint64_t(op) << 8) ^ k ^ random();
+            const uint64_t rounded = bytes / 8 * 8;
+            Fill(got[k], rounded, tag);
+            live.push_back({got[k], {rounded, tag}});
+          }
         } else if (r < 85) {
           size_t i = random() % live.size();
           release(live[i]);

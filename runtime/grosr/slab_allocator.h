@@ -194,6 +194,94 @@ struct SlabAllocator {
     return nullptr;
   }
 
+  // Up to `want` (1..64) blocks of `bytes` each for one caller that serves
+  // several (a warp's leader serving its lanes): one reservation on a page's
+  // state word for all of them and one fetch_or per bitmap word touched,
+  // where Allocate spends one of each per block. Writes the blocks to
+  // out[0, n) and returns n; n < want only when the arena has no room (each
+  // missing block counted in `failed`). Requests above half a page take a
+  // run of pages each.
+  GROSR_HD uint32_t AllocateBatch(uint64_t bytes, uint32_t want, uint32_t shard, uint32_t salt,
+                                  void** out) const {
+    if (bytes == 0) bytes = 1;
+    const uint32_t cls = ClassFor(bytes);
+    uint32_t got = 0;
+    if (cls == 0) {
+      for (; got < want; ++got) {
+        out[got] = AllocatePages(bytes, salt + got);
+        if (out[got] == nullptr) break;
+      }
+      return got;
+    }
+    DeviceAtomic64 hint(hints[cls * kShards + shard % kShards]);
+    // The same hint protocol as Allocate (see there), taking what the hint
+    // page can give each round.
+    while (got < want) {
+      uint64_t h = hint.load(kAcquire);
+      bool hint_in_class = false;
+      uint32_t hint_generation = 0;
+      if (h != 0) {
+        const uint32_t page = static_cast<uint32_t>(h - 1);
+        const uint64_t seen = DeviceAtomic64(page_state[page]).load(kAcquire);
+        if (ClassOf(seen) == cls) {
+          hint_in_class = true;
+          hint_generation = GenerationOf(seen);
+          got += TakeBlocks(page, cls, hint_generation, want - got, salt, out + got);
+          if (got == want) break;
+        }
+      }
+      if (hint.load(kAcquire) != h) continue;
+      uint32_t fresh;
+      if (!TakePoolPages(1, salt + shard * 7919u, &fresh)) {
+        if (hint.load(kAcquire) != h) continue;
+        DeviceAtomic64(counters->failed).fetch_add(want - got, kRelaxed);
+        return got;
+      }
+      DeviceAtomic64 state(page_state[fresh]);
+      const uint64_t old = state.load(kRelaxed);
+      state.fetch_add(uint64_t{cls} << 32, kAcqRel);
+      const uint32_t generation = GenerationOf(old);
+      uint64_t expected = h;
+      if (!hint.compare_exchange_strong(expected, uint64_t{fresh} + 1, kAcqRel, kAcquire)) {
+        RetireIfEmpty(fresh, generation, cls);
+        continue;
+      }
+      if (hint_in_class) RetireIfEmpty(static_cast<uint32_t>(h - 1), hint_generation, cls);
+      got += TakeBlocks(fresh, cls, generation, want - got, salt, out + got);
+    }
+    return got;
+  }
+
+#if defined(__CUDACC__) || defined(__CUDACC_RTC__)
+  // Every calling lane gets its own block of its own size (or null when the
+  // arena is full). Lanes that call together and need the same size class
+  // share one AllocateBatch made by the lowest of them, so a warp of 32
+  // same-size requests costs about two atomics, not 64. `shard` as for
+  // Allocate (e.g. the warp or SM index). Device only: warp intrinsics.
+  __device__ void* AllocateCoalesced(uint64_t bytes, uint32_t shard) const {
+    const unsigned lane = threadIdx.x & 31u;
+    const unsigned active = __activemask();
+    const uint32_t cls = ClassFor(bytes == 0 ? 1 : bytes);
+    const unsigned peers = __match_any_sync(active, cls);
+    const unsigned n = __popc(peers);
+    if (cls == 0 || n == 1) return Allocate(bytes, shard, lane);
+    const unsigned leader = __ffs(peers) - 1;
+    const unsigned rank = __popc(peers & ((1u << lane) - 1u));
+    void* blocks[32];
+    uint32_t got = 0;
+    // Any peer's size serves: they share the class.
+    if (lane == leader) got = AllocateBatch(BlockBytes(cls), n, shard, shard * 32 + lane, blocks);
+    got = __shfl_sync(peers, got, leader);
+    void* mine = nullptr;
+    for (uint32_t i = 0; i < got; ++i) {
+      const uint64_t block =
+          __shfl_sync(peers, reinterpret_cast<uint64_t>(lane == leader ? blocks[i] : nullptr), leader);
+      if (rank == i) mine = reinterpret_cast<void*>(block);
+    }
+    return mine;
+  }
+#endif
+
   // --- free ---------------------------------------------------------------------
   // Returns kFreeOk or the reason the pointer was refused (counted).
   GROSR_HD uint32_t Free(void* pointer) const {
@@ -266,10 +354,64 @@ struct SlabAllocator {
     }
   }
 
-  // Gives back one unit of `live`; retires the page if that emptied it.
-  GROSR_HD void Release(uint32_t page) const {
-    const uint64_t before = DeviceAtomic64(page_state[page]).fetch_sub(1, kAcqRel);
-    if (LiveOf(before) == 1) {
+  // Reserves up to `want` blocks on `page` (class `cls`, generation
+  // `generation`) with one fetch_add, gives back what the page could not
+  // hold, and sets that many bits, as many per fetch_or as a word has
+  // clear. Writes the blocks to out[]; returns how many (0: page full or no
+  // longer that page).
+  GROSR_HD uint32_t TakeBlocks(uint32_t page, uint32_t cls, uint32_t generation, uint32_t want,
+                               uint32_t salt, void** out) const {
+    DeviceAtomic64 state(page_state[page]);
+    const uint64_t before = state.fetch_add(want, kAcqRel);
+    const uint32_t capacity = BlocksPerPage(cls);
+    if (GenerationOf(before) != (generation & 0xffffff) || ClassOf(before) != cls ||
+        LiveOf(before) >= capacity) {
+      Release(page, want);
+      return 0;
+    }
+    const uint32_t room = capacity - LiveOf(before);
+    const uint32_t granted = want < room ? want : room;
+    // The excess goes back while we still hold `granted`: it cannot empty
+    // the page.
+    if (granted < want) Release(page, want - granted);
+    // `granted` clear bits exist (invariant 2); others may take those we see.
+    const uint32_t words = (capacity + 63) / 64;
+    uint64_t* bits = page_bits + uint64_t{page} * words_per_page;
+    uint8_t* const base = arena + (uint64_t{page} << page_shift);
+    uint32_t got = 0;
+    for (uint32_t round = 0; got < granted; ++round) {
+      const uint32_t w = (salt + round) % words;
+      DeviceAtomic64 word(bits[w]);
+      uint64_t value = word.load(kRelaxed);
+      const uint32_t valid = capacity - w * 64 >= 64 ? 64 : capacity - w * 64;
+      const uint64_t mask = valid == 64 ? ~uint64_t{0} : ((uint64_t{1} << valid) - 1);
+      while (got < granted && (~value & mask) != 0) {
+        // The lowest (granted - got) clear bits, in one fetch_or.
+        uint64_t free_bits = ~value & mask;
+        uint64_t take = 0;
+        for (uint32_t k = got; k < granted && free_bits != 0; ++k) {
+          const uint64_t bit = free_bits & (~free_bits + 1);
+          take |= bit;
+          free_bits ^= bit;
+        }
+        const uint64_t prior = word.fetch_or(take, kAcqRel);
+        uint64_t won = take & ~prior;  // bits set by us, not by a racer
+        while (won != 0) {
+          const uint64_t bit = won & (~won + 1);
+          won ^= bit;
+          out[got++] = base + (uint64_t{w} * 64 + Log2(bit)) * BlockBytes(cls);
+        }
+        value = prior | take;
+      }
+      if (round > 0 && round % words == 0) SpinPause(32);
+    }
+    return got;
+  }
+
+  // Gives back `units` of `live`; retires the page if that emptied it.
+  GROSR_HD void Release(uint32_t page, uint32_t units = 1) const {
+    const uint64_t before = DeviceAtomic64(page_state[page]).fetch_sub(units, kAcqRel);
+    if (LiveOf(before) == units) {
       const uint32_t cls = ClassOf(before);
       if (cls != kFreePage && cls <= class_count()) RetireIfEmpty(page, GenerationOf(before), cls);
     }
@@ -299,12 +441,18 @@ struct SlabAllocator {
   }
 
   GROSR_HD static uint32_t Log2(uint64_t power_of_two) {
+#if GROSR_ON_DEVICE
+    return static_cast<uint32_t>(__ffsll(static_cast<long long>(power_of_two)) - 1);
+#elif defined(__CUDACC_RTC__)
     uint32_t n = 0;
     while (power_of_two > 1) {
       power_of_two >>= 1;
       ++n;
     }
     return n;
+#else
+    return static_cast<uint32_t>(__builtin_ctzll(power_of_two));
+#endif
   }
 
   // Takes `count` (1..64) consecutive free pages from one pool word.

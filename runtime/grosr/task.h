@@ -36,7 +36,8 @@
 //                           the whole chain
 //   ctx.fail(code)          report failure, code in 1..0x7fffffff
 //   ctx.gpu_malloc(bytes)   device memory from the runtime's heap, per lane,
-//                           no host call; null when the heap is full
+//                           no host call; null when the heap is full; lanes
+//                           calling together share one reservation
 //   ctx.gpu_free(p)         gives it back (any task, any warp); a bad
 //                           pointer or double free is refused and reported
 //   ctx.gpu_malloc_warp(b)  the same from every active lane at once

@@ -122,8 +122,11 @@ struct TaskContext {
   // most 64). A block outlives the task: another task (on any warp) may free
   // it. Host-visible usage and failures: Runtime::Stats().heap.
 
-  // Any lane, each lane for itself. Null when the heap has no room (counted
-  // in Stats().heap.failed_allocations); memory freed later is usable again.
+  // Any lane, each lane for its own size. Null when the heap has no room
+  // (counted in Stats().heap.failed_allocations); memory freed later is
+  // usable again. Lanes that call together and need the same size class
+  // share one reservation (a warp of 32 same-size requests costs about two
+  // atomics), so calling it from the whole warp is the fast way.
   __device__ GROSR_INLINE void* gpu_malloc(size_t bytes) { return allocate_fn(this, bytes); }
 
   // Frees a block from gpu_malloc; nullptr is a no-op. A pointer the heap did
@@ -134,10 +137,8 @@ struct TaskContext {
   __device__ GROSR_INLINE bool gpu_free(void* pointer) { return free_fn(this, pointer); }
 
   // The warp-wide form: every active lane calls it with its own size and
-  // gets its own block (or null). Lanes are spread over the page's bitmap
-  // words by lane index; today each lane still takes its block with its own
-  // atomics (a batched path that takes a warp's blocks with one reservation
-  // is planned), so it is as fast as gpu_malloc from every lane.
+  // gets its own block (or null), and the lanes leave together
+  // (__syncwarp). Same cost as gpu_malloc from those lanes.
   __device__ GROSR_INLINE void* gpu_malloc_warp(size_t bytes) {
     void* block = gpu_malloc(bytes);
     __syncwarp(__activemask());

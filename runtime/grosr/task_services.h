@@ -51,8 +51,9 @@ __device__ __noinline__ bool SpawnService(TaskContext* ctx, const TaskDescriptor
   return true;
 }
 
+// Lanes that call together with the same size class share one batch.
 __device__ __noinline__ void* AllocateService(TaskContext* ctx, uint64_t bytes) {
-  return StateOf(ctx).heap.Allocate(bytes, ctx->worker, threadIdx.x & 31u);
+  return StateOf(ctx).heap.AllocateCoalesced(bytes, ctx->worker);
 }
 
 __device__ __noinline__ bool FreeService(TaskContext* ctx, void* pointer) {
