@@ -76,7 +76,11 @@ struct SlabCounters {
 struct SlabAllocator {
   static constexpr uint32_t kMinBlock = 16;
   static constexpr uint32_t kMaxClasses = 16;
-  static constexpr uint32_t kShards = 8;
+  // Hint pages per class. Each shard's hint is where its callers contend:
+  // with 8, a full H200 (32,768 warps) put ~4,000 warps on each hint and
+  // allocation of 1 KiB blocks ran at 33 M/s; the price of more is one
+  // partly used page per class per shard (bounded fragmentation, below).
+  static constexpr uint32_t kShards = 64;
   static constexpr uint32_t kFreePage = 0;
   static constexpr uint32_t kLargeHead = 0xfe;
   static constexpr uint32_t kLargeTail = 0xff;
