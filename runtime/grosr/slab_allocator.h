@@ -421,9 +421,15 @@ struct SlabAllocator {
     }
   }
 
+  // Whether a hint of `cls` names `page`. Relaxed: only an optimization
+  // (a page named by a hint is kept for its shard). A stale answer is safe
+  // both ways: a page retired while a hint names it is seen as no longer in
+  // its class by every allocator (they then take a fresh page), and a hint
+  // page kept is retired by whoever replaces the hint.
   GROSR_HD bool IsHint(uint32_t page, uint32_t cls) const {
+    uint64_t* const mine = hints + cls * kShards;
     for (uint32_t s = 0; s < kShards; ++s) {
-      if (DeviceAtomic64(hints[cls * kShards + s]).load(kAcquire) == uint64_t{page} + 1) return true;
+      if (DeviceAtomic64(mine[s]).load(kRelaxed) == uint64_t{page} + 1) return true;
     }
     return false;
   }
