@@ -316,7 +316,7 @@ void RunThroughputGrosr(const ThroughputPlan& plan, std::vector<Result>* results
       verify(n, "grosr_gpu_spawn");
     }
     results->push_back(Point("grosr_gpu_spawn", n, wall, cpu, 1,
-                             "one root task; fan tasks (about N/300 of them, not counted) "
+                             "one root task; fan tasks (at most ~1% of N, not counted) "
                              "spawn the N tasks, 32 per warp-aggregated spawn; one Drain"));
   }
   RuntimeStats stats = Value(runtime->Stats(), "stats");
