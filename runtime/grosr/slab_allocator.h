@@ -421,11 +421,15 @@ struct SlabAllocator {
     }
   }
 
-  // Whether a hint of `cls` names `page`. Relaxed: only an optimization
-  // (a page named by a hint is kept for its shard). A stale answer is safe
-  // both ways: a page retired while a hint names it is seen as no longer in
-  // its class by every allocator (they then take a fresh page), and a hint
-  // page kept is retired by whoever replaces the hint.
+  // Whether a hint of `cls` names `page`. Relaxed: it only keeps a hint's
+  // page for its shard. A page retired while a hint names it is safe: every
+  // allocator sees it is no longer in its class and takes a fresh page.
+  // Known gap (also with acquire loads): when the last free of a page races
+  // with the CAS that stops naming it, each side can miss the other's write
+  // (store buffering) and neither retires it: the page stays in its class,
+  // empty, until a hint names it again. A seq_cst fence between the
+  // fetch_sub and IsHint in Release, and between the hint CAS and
+  // RetireIfEmpty in the allocation paths, would close it.
   GROSR_HD bool IsHint(uint32_t page, uint32_t cls) const {
     uint64_t* const mine = hints + cls * kShards;
     for (uint32_t s = 0; s < kShards; ++s) {
