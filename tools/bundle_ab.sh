@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Builds the benchmark for two or more commits into bundle/ab/<label>/ so
+# that one device call can compare them (A/B), interleaved, on one card:
+#
+#   tools/bundle_ab.sh main experiment/lean-dispatch    # here (no GPU needed)
+#   bash bundle/ab/run.sh [--only chains] [ROUNDS]      # on the GPU machine
+#
+# Each label is a git revision; it is checked out in a temporary worktree
+# and built with that revision's tools/bundle.sh, so the binaries (and the
+# device code they embed) are exactly that revision's. run.sh alternates the
+# builds ROUNDS times (default 3) so that clock and thermal drift hit both,
+# writes each run's JSON and log under $OUT (or /tmp/grosr-ab) and prints
+# the dispatch lines side by side.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if (($# < 2)); then
+  echo "usage: tools/bundle_ab.sh REV REV [REV...]" >&2
+  exit 2
+fi
+rm -rf bundle/ab && mkdir -p bundle/ab
+for rev in "$@"; do
+  label=$(echo "$rev" | tr '/:' '__')
+  tree=$(mktemp -d /tmp/grosr-ab-XXXXXX)
+  git worktree add -q --detach "$tree" "$rev"
+  (cd "$tree" && GROSR_BUNDLE_TARGETS="//bench:grosr_bench" tools/bundle.sh >/dev/null)
+  cp -r "$tree/bundle" "bundle/ab/$label"
+  echo "$label: $(cat "bundle/ab/$label/COMMIT")"
+  git worktree remove --force "$tree"
+done
+cat >bundle/ab/run.sh <<'EOF'
+#!/usr/bin/env bash
+# Written by tools/bundle_ab.sh: runs each build's benchmark, interleaved.
+set -uo pipefail
+cd "$(dirname "$0")"
+only=chains
+if [[ "${1:-}" == "--only" ]]; then only=$2; shift 2; fi
+rounds=${1:-3}
+logs="${OUT:-/tmp/grosr-ab}"
+mkdir -p "$logs"
+for round in $(seq 1 "$rounds"); do
+  for label in */; do
+    label=${label%/}
+    timeout 300 "$label/bin/grosr_bench" --only "$only" --json "$logs/$label-$round.json" \
+      >"$logs/$label-$round.log" 2>&1 || echo "$label round $round failed (see its log)"
+    grep -E "^(grosr_chain_then|grosr_chain_pure|grosr_chain_cycles|grosr_chain_spawn|grosr_then_step|grosr_spawn_step|grosr_pingpong) " \
+      "$logs/$label-$round.log" | cut -c1-90 | sed "s/^/$label r$round  /"
+  done
+done
+EOF
+chmod +x bundle/ab/run.sh
+du -sh bundle/ab
