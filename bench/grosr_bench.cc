@@ -183,8 +183,7 @@ void RunBaselines(const CudaDriver& cu, const Compiler& compiler, const std::str
       continue;
     }
     Result r = Summarize(series.name, std::move(series.us_per_step), series.note);
-    r.experiment = "A";
-    results->push_back(r);
+    results->push_back(ExperimentA(r, series.cpu_us_per_step, series.syncs_per_step));
   }
   cu.cuDevicePrimaryCtxRelease(device);
 }
