@@ -112,7 +112,8 @@ void RunBaselines(const CudaDriver& cu, const Compiler& compiler, const std::str
 
     // Dependent kernels in one stream, one synchronize at the end.
     const int chain = 10000;
-    cu.cuMemsetD32(counter_ptr, 0, 1);
+    // On the stream: the legacy stream does not order with a non-blocking one.
+    cu.cuMemsetD32Async(counter_ptr, 0, 1, stream.get());
     us.clear();
     cpu0 = ProcessCpuMicros();
     for (int rep = 0; rep < 5; ++rep) {

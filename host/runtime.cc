@@ -422,9 +422,15 @@ Runtime::~Runtime() {
                    std::string(report.status().message()).c_str());
     }
   }
-  // A kernel that could not be stopped still uses the context: releasing
-  // the last reference would wait for it forever. Leave it to process exit.
-  if (context_retained_ && !kernel_stuck_) cu_->cuDevicePrimaryCtxRelease(device_);
+  // A kernel that could not be stopped still uses the context and its
+  // memory: freeing (the members' destructors) or releasing the last
+  // reference would wait for it forever, or pull memory from under it.
+  // Leave all of it to process exit.
+  if (kernel_stuck_.load()) {
+    AbandonResources();
+    return;
+  }
+  if (context_retained_) cu_->cuDevicePrimaryCtxRelease(device_);
 }
 
 // ---------------------------------------------------------------------------
@@ -706,9 +712,21 @@ absl::Status Runtime::LaunchKernelOnce() {
                           static_cast<unsigned>(info_.shared_bytes_per_block),
                           kernel_stream_.get(), params, nullptr),
       "cuLaunchKernel(grosr_scheduler)");
+  // A new epoch before `running_`: a PollKernel that saw the previous
+  // kernel's exit (and `running_` still set) cannot blame this launch for it.
+  kernel_epoch_.fetch_add(1);
   running_.store(true);
-  return SpinUntil([&] { return KernelReported(kKernelRunning, run); }, absl::Seconds(30),
-                   [] { return std::string("the scheduler kernel to start"); });
+  absl::Status started =
+      SpinUntil([&] { return KernelReported(kKernelRunning, run); }, absl::Seconds(30),
+                [] { return std::string("the scheduler kernel to start"); });
+  if (!started.ok() && !failed_.load()) {
+    // Launched but silent: stop it, or mark it stuck so that nothing is
+    // freed (or the context released) under it.
+    ExpectKernelExit();
+    IssueCommand(kCommandStop);
+    if (WaitForKernelExit(options_.stop_timeout) == CUDA_ERROR_NOT_READY) MarkKernelStuck();
+  }
+  return started;
 }
 
 void Runtime::UnloadUnusedModules() {
@@ -1635,6 +1653,21 @@ absl::StatusOr<ShutdownReport> Runtime::Shutdown(absl::Duration drain_timeout) {
   return report;
 }
 
+void Runtime::AbandonResources() {
+  {
+    absl::MutexLock lock(&mu_);
+    for (auto& record : task_modules_) record->module.Abandon();
+    task_modules_.clear();
+  }
+  scheduler_module_.Abandon();
+  arena_.Abandon();
+  heap_arena_.Abandon();
+  pinned_.Abandon();
+  kernel_stream_.Abandon();
+  copy_stream_.Abandon();
+  watchdog_stream_.Abandon();
+}
+
 void Runtime::ReleaseResources(bool context_lost) {
   MakeCurrent();
   std::vector<CUdeviceptr> frees;
@@ -1651,18 +1684,7 @@ void Runtime::ReleaseResources(bool context_lost) {
     // the primary context, which the driver destroys when its last user
     // releases it. The next Runtime retains a fresh one. (Resetting it
     // instead makes the driver ignore later releases.)
-    {
-      absl::MutexLock lock(&mu_);
-      for (auto& record : task_modules_) record->module.Abandon();
-      task_modules_.clear();
-    }
-    scheduler_module_.Abandon();
-    arena_.Abandon();
-    heap_arena_.Abandon();
-    pinned_.Abandon();
-    kernel_stream_.Abandon();
-    copy_stream_.Abandon();
-    watchdog_stream_.Abandon();
+    AbandonResources();
     if (context_retained_) {
       cu_->cuCtxSetCurrent(nullptr);
       cu_->cuDevicePrimaryCtxRelease(device_);

@@ -427,6 +427,9 @@ class Runtime {
   absl::Status CopyOut(void* to, CUdeviceptr from, size_t bytes, CUstream stream);
   absl::Status ReadHeapStats(HeapStats* heap);
   void ReleaseResources(bool context_lost);
+  // Drops every device handle without freeing it (a lost context, or a
+  // kernel that still runs in it).
+  void AbandonResources();
   void MakeCurrent() const;
 
   const RuntimeOptions options_;

@@ -166,8 +166,11 @@ TEST(SlabAllocatorTest, BatchesAreDistinctSpanPagesAndCountShortfalls) {
   EXPECT_EQ(std::adjacent_find(blocks.begin(), blocks.end()), blocks.end()) << "a block twice";
   for (void* p : blocks) ASSERT_EQ(a.Free(p), SlabAllocator::kFreeOk);
   EXPECT_EQ(slab.PagesHeld(), 0u);
-  // Page runs (above half a page) come one run per block.
-  ASSERT_EQ(a.AllocateBatch(3 << 12, 2, 0, 0, got), 2u);
+  // Page runs (above half a page) come one run per block; a short batch
+  // counts every missing run.
+  const uint64_t failed_before = slab.counters().failed;
+  ASSERT_EQ(a.AllocateBatch(3 << 12, 5, 0, 0, got), 2u) << "8 pages hold two runs of 3";
+  EXPECT_EQ(slab.counters().failed, failed_before + 3);
   EXPECT_EQ(slab.usage().large_pages, 6u);
   EXPECT_EQ(a.Free(got[0]), SlabAllocator::kFreeOk);
   EXPECT_EQ(a.Free(got[1]), SlabAllocator::kFreeOk);

@@ -190,7 +190,7 @@ struct SlabAllocator {
       }
       // The page we stopped naming may have emptied while it was a hint
       // (its last Release then kept it): retire it now, or nobody would.
-      if (hint_in_class) RetireIfEmpty(static_cast<uint32_t>(h - 1), hint_generation, cls);
+      if (hint_in_class) HintReplaced(static_cast<uint32_t>(h - 1), hint_generation, cls);
       void* block = TakeBlock(fresh, cls, generation, salt);
       if (block != nullptr) return block;
     }
@@ -213,7 +213,11 @@ struct SlabAllocator {
     if (cls == 0) {
       for (; got < want; ++got) {
         out[got] = AllocatePages(bytes, salt + got);
-        if (out[got] == nullptr) break;
+        if (out[got] == nullptr) {
+          // AllocatePages counted this one; the rest are missing too.
+          DeviceAtomic64(counters->failed).fetch_add(want - got - 1, kRelaxed);
+          break;
+        }
       }
       return got;
     }
@@ -250,7 +254,7 @@ struct SlabAllocator {
         RetireIfEmpty(fresh, generation, cls);
         continue;
       }
-      if (hint_in_class) RetireIfEmpty(static_cast<uint32_t>(h - 1), hint_generation, cls);
+      if (hint_in_class) HintReplaced(static_cast<uint32_t>(h - 1), hint_generation, cls);
       got += TakeBlocks(fresh, cls, generation, want - got, salt, out + got);
     }
     return got;
@@ -416,6 +420,10 @@ struct SlabAllocator {
   GROSR_HD void Release(uint32_t page, uint32_t units = 1) const {
     const uint64_t before = DeviceAtomic64(page_state[page]).fetch_sub(units, kAcqRel);
     if (LiveOf(before) == units) {
+      // Pairs with the fence after a hint CAS (HintReplaced): of this
+      // release and that replacement, at least one sees the other, so an
+      // emptied page that stops being a hint is always retired.
+      SeqCstFence();
       const uint32_t cls = ClassOf(before);
       if (cls != kFreePage && cls <= class_count()) RetireIfEmpty(page, GenerationOf(before), cls);
     }
@@ -423,19 +431,25 @@ struct SlabAllocator {
 
   // Whether a hint of `cls` names `page`. Relaxed: it only keeps a hint's
   // page for its shard. A page retired while a hint names it is safe: every
-  // allocator sees it is no longer in its class and takes a fresh page.
-  // Known gap (also with acquire loads): when the last free of a page races
-  // with the CAS that stops naming it, each side can miss the other's write
-  // (store buffering) and neither retires it: the page stays in its class,
-  // empty, until a hint names it again. A seq_cst fence between the
-  // fetch_sub and IsHint in Release, and between the hint CAS and
-  // RetireIfEmpty in the allocation paths, would close it.
+  // allocator sees it is no longer in its class and takes a fresh page. A
+  // page kept because a hint named it is retired by the one that replaces
+  // the hint (HintReplaced; the seq_cst fences there and in Release make
+  // sure one of the two sees the other).
   GROSR_HD bool IsHint(uint32_t page, uint32_t cls) const {
     uint64_t* const mine = hints + cls * kShards;
     for (uint32_t s = 0; s < kShards; ++s) {
       if (DeviceAtomic64(mine[s]).load(kRelaxed) == uint64_t{page} + 1) return true;
     }
     return false;
+  }
+
+  // After a CAS that stopped a hint naming `page`: retire the page if it
+  // emptied while it was the hint (its last Release kept it then). The
+  // fence pairs with Release's (store buffering: without both, the last
+  // Release could read the old hint and this could read the old count).
+  GROSR_HD void HintReplaced(uint32_t page, uint32_t generation, uint32_t cls) const {
+    SeqCstFence();
+    RetireIfEmpty(page, generation, cls);
   }
 
   // Returns an empty page that is no hint to the pool.
