@@ -177,6 +177,33 @@ TEST(SlabAllocatorTest, BatchesAreDistinctSpanPagesAndCountShortfalls) {
   EXPECT_EQ(slab.PagesHeld(), 0u);
 }
 
+// Several blocks of one bitmap word freed with one fetch_and (what a warp's
+// coalesced free does): each is released once; a bit already clear shows
+// in the returned word (the caller refuses it as a double free).
+TEST(SlabAllocatorTest, FreeBitsReleasesEachSetBitOnce) {
+  HostSlab slab(8, 12);  // 4 KiB pages: 64 blocks of 64 B, one bitmap word
+  const SlabAllocator& a = slab.allocator();
+  void* got[32];
+  ASSERT_EQ(a.AllocateBatch(64, 5, 0, 0, got), 5u);
+  SlabAllocator::Located at[5];
+  uint64_t bits = 0;
+  for (int k = 0; k < 5; ++k) {
+    at[k] = a.Locate(got[k]);
+    ASSERT_EQ(at[k].status, SlabAllocator::kFreeOk);
+    ASSERT_EQ(at[k].word, at[0].word) << "one page, one word";
+    bits |= at[k].bit;
+  }
+  EXPECT_EQ(a.Free(got[4]), SlabAllocator::kFreeOk);  // freed alone first
+  const uint64_t before = a.FreeBits(at[0].page, at[0].word, bits);
+  EXPECT_EQ(before & bits, bits & ~at[4].bit) << "the bit freed before was clear";
+  EXPECT_EQ(slab.usage().blocks[a.ClassFor(64)], 0u);
+  EXPECT_EQ(slab.PagesHeld(), 0u);
+  // Again: nothing set, nothing released (the caller refuses each).
+  EXPECT_EQ(a.FreeBits(at[0].page, at[0].word, bits) & bits, 0u);
+  EXPECT_EQ(slab.PagesHeld(), 0u);
+  EXPECT_EQ(a.Locate(nullptr).status, SlabAllocator::kFreeForeign);
+}
+
 // Requests no run of pages can serve get null and a failure count, up to the
 // largest size a caller can pass: neither the class search nor the page
 // rounding may wrap around to a small size.

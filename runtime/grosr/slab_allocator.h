@@ -294,28 +294,110 @@ struct SlabAllocator {
   // Returns kFreeOk or the reason the pointer was refused (counted).
   GROSR_HD uint32_t Free(void* pointer) const {
     if (pointer == nullptr) return kFreeOk;
+    const Located at = Locate(pointer);
+    if (at.status == kLocatedRun) return FreePages(at.page, at.offset, at.seen);
+    if (at.status != kFreeOk) return Refuse(at.status);
+    const uint64_t before = FreeBits(at.page, at.word, at.bit);
+    return (before & at.bit) != 0 ? kFreeOk : Refuse(kFreeDouble);
+  }
+
+  // Where a pointer's block lives. status: kFreeOk (a block of a size class:
+  // page, bitmap word index, bit), kLocatedRun (the head of a page run:
+  // page, offset, seen), or the reason to refuse it (not counted yet).
+  static constexpr uint32_t kLocatedRun = 0x10;
+  struct Located {
+    uint32_t status;
+    uint32_t page;
+    uint64_t offset;  // from the arena's start
+    uint64_t seen;    // the page's state word when looked at
+    uint64_t word;    // index into page_bits
+    uint64_t bit;
+  };
+  GROSR_HD Located Locate(const void* pointer) const {
+    Located at{kFreeOk, 0, 0, 0, 0, 0};
     const uint8_t* p = static_cast<const uint8_t*>(pointer);
     if (p < arena || p >= arena + (uint64_t{page_count} << page_shift)) {
-      return Refuse(kFreeForeign);
+      at.status = kFreeForeign;
+      return at;
     }
-    const uint64_t offset = static_cast<uint64_t>(p - arena);
-    const uint32_t page = static_cast<uint32_t>(offset >> page_shift);
-    const uint64_t seen = DeviceAtomic64(page_state[page]).load(kAcquire);
-    const uint32_t cls = ClassOf(seen);
-    if (cls == kLargeHead) return FreePages(page, offset, seen);
+    at.offset = static_cast<uint64_t>(p - arena);
+    at.page = static_cast<uint32_t>(at.offset >> page_shift);
+    at.seen = DeviceAtomic64(page_state[at.page]).load(kAcquire);
+    const uint32_t cls = ClassOf(at.seen);
+    if (cls == kLargeHead) {
+      at.status = kLocatedRun;
+      return at;
+    }
     if (cls == kFreePage || cls == kLargeTail || cls > class_count()) {
-      return Refuse(cls == kFreePage ? kFreeDouble : kFreeMisaligned);
+      at.status = cls == kFreePage ? kFreeDouble : kFreeMisaligned;
+      return at;
     }
-    const uint64_t in_page = offset & (page_bytes() - 1);
+    const uint64_t in_page = at.offset & (page_bytes() - 1);
     const uint64_t block_bytes = BlockBytes(cls);
-    if (in_page % block_bytes != 0) return Refuse(kFreeMisaligned);
+    if (in_page % block_bytes != 0) {
+      at.status = kFreeMisaligned;
+      return at;
+    }
     const uint64_t block = in_page / block_bytes;
-    const uint64_t bit = uint64_t{1} << (block % 64);
-    DeviceAtomic64 word(page_bits[uint64_t{page} * words_per_page + block / 64]);
-    const uint64_t before = word.fetch_and(~bit, kAcqRel);
-    if ((before & bit) == 0) return Refuse(kFreeDouble);
-    Release(page);
-    return kFreeOk;
+    at.bit = uint64_t{1} << (block % 64);
+    at.word = uint64_t{at.page} * words_per_page + block / 64;
+    return at;
+  }
+
+  // Clears `bits` (blocks of one page, in bitmap word `word`) with one
+  // fetch_and and releases as many units as were set. Returns the word as
+  // it was: a bit of `bits` clear there was not allocated (a double free,
+  // for the caller to refuse).
+  GROSR_HD uint64_t FreeBits(uint32_t page, uint64_t word, uint64_t bits) const {
+    const uint64_t before = DeviceAtomic64(page_bits[word]).fetch_and(~bits, kAcqRel);
+    const uint64_t freed = before & bits;
+    if (freed != 0) Release(page, PopCount(freed));
+    return before;
+  }
+
+#if defined(__CUDACC__) || defined(__CUDACC_RTC__)
+  // Free from every calling lane. Lanes whose blocks share a bitmap word
+  // clear their bits with one fetch_and and one release (the lowest of them
+  // does it), so a warp freeing the blocks one AllocateCoalesced gave it
+  // does not contend on that word 32 times. The same checks and results as
+  // Free, lane by lane (two lanes freeing one block: the second is a double
+  // free). Device only: warp intrinsics.
+  __device__ uint32_t FreeCoalesced(void* pointer) const {
+    const unsigned lane = threadIdx.x & 31u;
+    const unsigned active = __activemask();
+    const Located at = pointer != nullptr ? Locate(pointer) : Located{kFreeForeign, 0, 0, 0, 0, 0};
+    const bool small = pointer != nullptr && at.status == kFreeOk;
+    // Lanes that do not free a class block get keys no other lane has.
+    const unsigned long long key = small ? at.word : ~0ull - lane;
+    const unsigned peers = __match_any_sync(active, key);
+    if (pointer == nullptr) return kFreeOk;
+    if (!small) return at.status == kLocatedRun ? FreePages(at.page, at.offset, at.seen)
+                                                : Refuse(at.status);
+    // Two lanes with one block: only the lowest frees it.
+    const unsigned same_block = __match_any_sync(peers, at.bit);
+    const bool first = lane == static_cast<unsigned>(__ffs(same_block) - 1);
+    const unsigned leader = __ffs(peers) - 1;
+    const uint64_t mine = first ? at.bit : 0;
+    const uint64_t bits =
+        static_cast<uint64_t>(__reduce_or_sync(peers, static_cast<unsigned>(mine))) |
+        (static_cast<uint64_t>(__reduce_or_sync(peers, static_cast<unsigned>(mine >> 32))) << 32);
+    uint64_t before = 0;
+    if (lane == leader) before = FreeBits(at.page, at.word, bits);
+    before = __shfl_sync(peers, before, leader);
+    return first && (before & at.bit) != 0 ? kFreeOk : Refuse(kFreeDouble);
+  }
+#endif
+
+  GROSR_HD static uint32_t PopCount(uint64_t bits) {
+#if GROSR_ON_DEVICE
+    return static_cast<uint32_t>(__popcll(bits));
+#elif defined(__CUDACC_RTC__)
+    uint32_t n = 0;
+    for (; bits != 0; bits &= bits - 1) ++n;
+    return n;
+#else
+    return static_cast<uint32_t>(__builtin_popcountll(bits));
+#endif
   }
 
   // --- internals -----------------------------------------------------------
