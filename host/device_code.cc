@@ -138,6 +138,13 @@ absl::StatusOr<SchedulerImage> BuildSchedulerImage(
   result.cubin = std::move(image->cubin);
   result.kernel_registers = kernel->registers;
   result.kernel_stack_bytes = kernel->stack_bytes;
+  // Tasks call these through TaskContext: their frames sit on the task's.
+  for (const FunctionResources& function : contents->functions) {
+    if (absl::StrContains(function.name, "Service")) {
+      result.service_stack_bytes = std::max(
+          result.service_stack_bytes, std::max(function.stack_bytes, function.frame_bytes));
+    }
+  }
   return result;
 }
 
@@ -211,11 +218,13 @@ absl::StatusOr<TaskModuleImage> BuildTaskModule(const Compiler& compiler,
           "); calling it would crash the GPU context. Raise the runtime's "
           "register_budget or simplify the task."));
     }
+    // The services a task may call (spawn, the heap) run on top of its frame.
     uint32_t stack = std::max(function.stack_bytes, function.frame_bytes);
-    if (stack > target.stack_bytes) {
+    if (stack + target.service_stack_bytes > target.stack_bytes) {
       return absl::InvalidArgumentError(absl::StrCat(
           name, ": function '", function.name, "' needs ", stack,
-          " bytes of stack but the scheduler's stack limit is ",
+          " bytes of stack (plus ", target.service_stack_bytes,
+          " for the scheduler's services it may call) but the scheduler's stack limit is ",
           target.stack_bytes, "; raise RuntimeOptions::stack_bytes or move "
           "large local arrays to global memory."));
     }

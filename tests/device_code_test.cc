@@ -38,6 +38,7 @@ class DeviceCodeTest : public ::testing::Test {
     auto image = BuildSchedulerImage(*compiler_, target_);
     ASSERT_TRUE(image.ok()) << image.status();
     kernel_registers_ = image->kernel_registers;
+    target_.service_stack_bytes = image->service_stack_bytes;  // as the Runtime does
   }
   static void TearDownTestSuite() { delete compiler_; }
 
@@ -199,6 +200,30 @@ TEST_F(DeviceCodeTest, RefusesAStackBeyondTheLimit) {
                       "}\n");
   ASSERT_FALSE(module.ok());
   EXPECT_THAT(std::string(module.status().message()), HasSubstr("bytes of stack"));
+}
+
+// The services a task calls (spawn, the heap) run on top of its frame: a
+// task that fits the limit alone but not with them is refused, naming them.
+TEST_F(DeviceCodeTest, TheServicesStackCountsAgainstTheLimit) {
+  ASSERT_GT(target_.service_stack_bytes, 0u) << "the scheduler image names its services' stack";
+  ASSERT_LT(target_.service_stack_bytes, target_.stack_bytes);
+  // A frame that leaves less room than the services need.
+  const uint32_t ints = (target_.stack_bytes - target_.service_stack_bytes / 2) / 4;
+  auto module = Build("tasks/near_limit.cu",
+                      absl::StrCat("#include <grosr/task.h>\n"
+                                   "struct A { int n; int* out; };\n"
+                                   "GROSR_TASK(near_limit, A) {\n"
+                                   "  volatile int local[",
+                                   ints - 16,
+                                   "];\n"
+                                   "  for (int i = 0; i < args.n; ++i) local[i % ",
+                                   ints - 16,
+                                   "] = i;\n"
+                                   "  *args.out = local[0];\n"
+                                   "}\n"));
+  ASSERT_FALSE(module.ok());
+  EXPECT_THAT(std::string(module.status().message()), HasSubstr("for the scheduler's services"));
+  std::printf("services need %u bytes of stack\n", target_.service_stack_bytes);
 }
 
 TEST_F(DeviceCodeTest, RefusesASourceWithoutTasks) {

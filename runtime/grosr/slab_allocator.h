@@ -144,58 +144,8 @@ struct SlabAllocator {
   // `shard` spreads callers over hint pages (e.g. the SM or warp index);
   // `salt` spreads them over bitmap words (e.g. the lane or thread index).
   GROSR_HD void* Allocate(uint64_t bytes, uint32_t shard, uint32_t salt) const {
-    if (bytes == 0) bytes = 1;
-    const uint32_t cls = ClassFor(bytes);
-    if (cls == 0) return AllocatePages(bytes, salt);
-    DeviceAtomic64 hint(hints[cls * kShards + shard % kShards]);
-    // No attempt limit: null only when the pool is empty and the hint did
-    // not move (a bounded loop returned null under a full grid's contention
-    // while pages were free). Each failed round means another thread took a
-    // block or replaced the hint: lock-free, not wait-free.
-    for (;;) {
-      uint64_t h = hint.load(kAcquire);
-      bool hint_in_class = false;  // the hint page served `cls` when read
-      uint32_t hint_generation = 0;
-      if (h != 0) {
-        const uint32_t page = static_cast<uint32_t>(h - 1);
-        const uint64_t seen = DeviceAtomic64(page_state[page]).load(kAcquire);
-        if (ClassOf(seen) == cls) {
-          hint_in_class = true;
-          hint_generation = GenerationOf(seen);
-          void* block = TakeBlock(page, cls, hint_generation, salt);
-          if (block != nullptr) return block;
-        }
-      }
-      // The hint page is full (or gone). If another thread replaced the
-      // hint meanwhile, try its page before taking one from the pool.
-      if (hint.load(kAcquire) != h) continue;
-      uint32_t fresh;
-      if (!TakePoolPages(1, salt + shard * 7919u, &fresh)) {
-        // The pool can be empty only for a moment, while racing threads
-        // hold fresh pages they give back: if the hint moved, its page may
-        // have room. Null only when it did not.
-        if (hint.load(kAcquire) != h) continue;
-        break;
-      }
-      DeviceAtomic64 state(page_state[fresh]);
-      const uint64_t old = state.load(kRelaxed);
-      // Class kFreePage -> cls, keeping transient reservations in `live`.
-      state.fetch_add(uint64_t{cls} << 32, kAcqRel);
-      const uint32_t generation = GenerationOf(old);
-      uint64_t expected = h;
-      if (!hint.compare_exchange_strong(expected, uint64_t{fresh} + 1, kAcqRel, kAcquire)) {
-        // Someone else replaced the hint first: give the fresh page back.
-        RetireIfEmpty(fresh, generation, cls);
-        continue;
-      }
-      // The page we stopped naming may have emptied while it was a hint
-      // (its last Release then kept it): retire it now, or nobody would.
-      if (hint_in_class) HintReplaced(static_cast<uint32_t>(h - 1), hint_generation, cls);
-      void* block = TakeBlock(fresh, cls, generation, salt);
-      if (block != nullptr) return block;
-    }
-    DeviceAtomic64(counters->failed).fetch_add(1, kRelaxed);
-    return nullptr;
+    void* block = nullptr;
+    return AllocateBatch(bytes, 1, shard, salt, &block) == 1 ? block : nullptr;
   }
 
   // Up to `want` (1..64) blocks of `bytes` each for one caller that serves
@@ -222,8 +172,10 @@ struct SlabAllocator {
       return got;
     }
     DeviceAtomic64 hint(hints[cls * kShards + shard % kShards]);
-    // The same hint protocol as Allocate (see there), taking what the hint
-    // page can give each round.
+    // No attempt limit: a short batch only when the pool is empty and the
+    // hint did not move (a bounded loop returned null under a full grid's
+    // contention while pages were free). Each failed round means another
+    // thread took blocks or replaced the hint: lock-free, not wait-free.
     while (got < want) {
       uint64_t h = hint.load(kAcquire);
       bool hint_in_class = false;
@@ -238,22 +190,30 @@ struct SlabAllocator {
           if (got == want) break;
         }
       }
+      // The hint page is full (or gone). If another thread replaced the
+      // hint meanwhile, try its page before taking one from the pool.
       if (hint.load(kAcquire) != h) continue;
       uint32_t fresh;
       if (!TakePoolPages(1, salt + shard * 7919u, &fresh)) {
+        // The pool can be empty only for a moment, while racing threads
+        // hold fresh pages they give back: if the hint moved, its page may
+        // have room. Short only when it did not.
         if (hint.load(kAcquire) != h) continue;
         DeviceAtomic64(counters->failed).fetch_add(want - got, kRelaxed);
         return got;
       }
       DeviceAtomic64 state(page_state[fresh]);
       const uint64_t old = state.load(kRelaxed);
+      // Class kFreePage -> cls, keeping transient reservations in `live`.
       state.fetch_add(uint64_t{cls} << 32, kAcqRel);
       const uint32_t generation = GenerationOf(old);
       uint64_t expected = h;
       if (!hint.compare_exchange_strong(expected, uint64_t{fresh} + 1, kAcqRel, kAcquire)) {
+        // Someone else replaced the hint first: give the fresh page back.
         RetireIfEmpty(fresh, generation, cls);
         continue;
       }
+      // The page we stopped naming may have emptied while it was a hint.
       if (hint_in_class) HintReplaced(static_cast<uint32_t>(h - 1), hint_generation, cls);
       got += TakeBlocks(fresh, cls, generation, want - got, salt, out + got);
     }
@@ -408,40 +368,6 @@ struct SlabAllocator {
       DeviceAtomic64(counters->invalid_frees).fetch_add(1, kRelaxed);
     }
     return reason;
-  }
-
-  // Reserves a block on `page` (class `cls`, generation `generation`) and
-  // sets its bit; null when the page is full or no longer that page.
-  GROSR_HD void* TakeBlock(uint32_t page, uint32_t cls, uint32_t generation,
-                           uint32_t salt) const {
-    DeviceAtomic64 state(page_state[page]);
-    const uint64_t before = state.fetch_add(1, kAcqRel);
-    const uint32_t capacity = BlocksPerPage(cls);
-    if (GenerationOf(before) != (generation & 0xffffff) || ClassOf(before) != cls ||
-        LiveOf(before) >= capacity) {
-      Release(page);
-      return nullptr;
-    }
-    // A clear bit exists (invariant 2); others may take the one we see.
-    const uint32_t words = (capacity + 63) / 64;
-    uint64_t* bits = page_bits + uint64_t{page} * words_per_page;
-    for (uint32_t round = 0;; ++round) {
-      const uint32_t w = (salt + round) % words;
-      DeviceAtomic64 word(bits[w]);
-      uint64_t value = word.load(kRelaxed);
-      const uint32_t valid = capacity - w * 64 >= 64 ? 64 : capacity - w * 64;
-      const uint64_t mask = valid == 64 ? ~uint64_t{0} : ((uint64_t{1} << valid) - 1);
-      while ((~value & mask) != 0) {
-        const uint64_t free_bits = ~value & mask;
-        const uint64_t bit = free_bits & (~free_bits + 1);  // lowest clear bit
-        value = word.fetch_or(bit, kAcqRel);
-        if ((value & bit) == 0) {
-          const uint64_t index = uint64_t{w} * 64 + Log2(bit);
-          return arena + (uint64_t{page} << page_shift) + index * BlockBytes(cls);
-        }
-      }
-      if (round > 0 && round % words == 0) SpinPause(32);
-    }
   }
 
   // Reserves up to `want` blocks on `page` (class `cls`, generation
