@@ -14,23 +14,28 @@
 //   pool bitmap: one bit per page, 1 = free page
 //   hints[class][shard]: page + 1 that allocations of a class try first
 //
-// Allocate(class): read a hint page and its generation; reserve a block by
-// fetch_add(1) on the page's state word; if the word's generation or class
-// is not the expected one, or the page is full, undo (Release) and move on;
-// otherwise a clear bit is certain to exist (invariant 2): find and set it.
-// A full hint page is replaced by a fresh page from the pool (CAS on the
+// AllocateBatch(class, n) (Allocate is a batch of one): read a hint page
+// and its generation; reserve up to n blocks by fetch_add(n) on the page's
+// state word; if the word's generation or class is not the expected one, or
+// the page is full, undo (Release) and move on; otherwise give back what
+// the page could not hold, and that many clear bits are certain to exist
+// (invariant 2): set them, as many per fetch_or as a bitmap word has. A
+// full hint page is replaced by a fresh page from the pool (CAS on the
 // hint; the loser gives its fresh page back). The winner then retires the
 // page it replaced if that page emptied meanwhile: its last free found it
-// still a hint and kept it.
-// Free(p): find the page, check class and alignment, clear the block's bit
-// with fetch_and (a bit already clear is a double free: counted, nothing
-// changes), then Release: fetch_sub(1) on the state word. Whoever brings
-// `live` to 0 on a page that is not a hint retires it: CAS to
-// {generation + 1, kFreePage, 0} and set its pool bit. A stale reserver
-// still holding a unit makes that CAS fail; its own undo then retires the
-// page. Because retiring bumps the generation, a reserver that read the
-// page before it was retired and reused can never take a block from the
-// page's next life.
+// still a hint and kept it (a seq_cst fence on both sides makes sure one
+// of them sees the other).
+// Free(p) / FreeBits(word, bits): find the page, check class and alignment,
+// clear the blocks' bits with one fetch_and (a bit already clear is a
+// double free: counted, nothing changes), then Release: fetch_sub(k) on the
+// state word. Whoever brings `live` to 0 on a page that is not a hint
+// retires it: CAS to {generation + 1, kFreePage, 0} and set its pool bit.
+// A stale reserver still holding a unit makes that CAS fail; its own undo
+// then retires the page. Because retiring bumps the generation, a reserver
+// that read the page before it was retired and reused can never take a
+// block from the page's next life. On the GPU, AllocateCoalesced and
+// FreeCoalesced let the lanes of a warp that ask together share one batch
+// or one fetch_and.
 //
 // Invariants:
 //   1. A page's pool bit is 1 only while its class is kFreePage and its live
