@@ -203,7 +203,8 @@ absl::Status Runtime::Initialize() {
   absl::StatusOr<SchedulerImage> image = BuildSchedulerImage(*compiler_, target_);
   if (!image.ok()) return image.status();
   info_.kernel_registers = image->kernel_registers;
-  target_.service_stack_bytes = image->service_stack_bytes;  // tasks' stack check
+  // Tasks' stack check: the scheduler's frames around a task count too.
+  target_.scheduler_stack_bytes = image->kernel_stack_bytes + image->service_stack_bytes;
   absl::StatusOr<Module> module = Module::Load(*cu_, image->cubin);
   if (!module.ok()) return module.status();
   scheduler_module_ = std::move(*module);

@@ -91,7 +91,8 @@ void TaskDirectory::AfterLoad(const std::string& path,
     // rather than pushing it back.
     if (retry_.empty()) retry_at_ = absl::Now() + options_.retry_delay;
     if (std::find(retry_.begin(), retry_.end(), path) == retry_.end()) retry_.push_back(path);
-    Log(absl::StrCat(path, " will be retried in ", absl::FormatDuration(options_.retry_delay)));
+    Log(absl::StrCat(path, " will be retried in ",
+                     absl::FormatDuration(std::max(absl::ZeroDuration(), retry_at_ - absl::Now()))));
   }
 }
 

@@ -15,7 +15,16 @@
 
 #include "grosr/platform_base.h"
 
-#if defined(__SANITIZE_THREAD__) && !defined(__CUDA_ARCH__) && !defined(__CUDACC_RTC__)
+// Host builds under ThreadSanitizer (GCC defines __SANITIZE_THREAD__, Clang
+// reports the feature).
+#if defined(__SANITIZE_THREAD__)
+#define GROSR_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define GROSR_TSAN 1
+#endif
+#endif
+#if defined(GROSR_TSAN) && !defined(__CUDA_ARCH__) && !defined(__CUDACC_RTC__)
 #include <atomic>
 #endif
 
@@ -41,7 +50,7 @@ constexpr cuda::std::memory_order kAcqRel = cuda::std::memory_order_acq_rel;
 // of one shared word instead: two threads' RMWs of it are ordered, and the
 // later one sees what the earlier one wrote before it.
 GROSR_HD GROSR_INLINE void SeqCstFence() {
-#if defined(__SANITIZE_THREAD__) && !GROSR_ON_DEVICE && !defined(__CUDACC_RTC__)
+#if defined(GROSR_TSAN) && !GROSR_ON_DEVICE && !defined(__CUDACC_RTC__)
   static std::atomic<int> word{0};
   word.fetch_add(0, std::memory_order_seq_cst);
 #else

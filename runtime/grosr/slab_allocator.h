@@ -170,7 +170,7 @@ struct SlabAllocator {
         out[got] = AllocatePages(bytes, salt + got);
         if (out[got] == nullptr) {
           // AllocatePages counted this one; the rest are missing too.
-          DeviceAtomic64(counters->failed).fetch_add(want - got - 1, kRelaxed);
+          if (want - got > 1) DeviceAtomic64(counters->failed).fetch_add(want - got - 1, kRelaxed);
           break;
         }
       }
@@ -232,7 +232,7 @@ struct SlabAllocator {
   // same-size requests costs about two atomics, not 64. `shard` as for
   // Allocate (e.g. the warp or SM index). Device only: warp intrinsics.
   __device__ void* AllocateCoalesced(uint64_t bytes, uint32_t shard) const {
-    const unsigned lane = threadIdx.x & 31u;
+    const unsigned lane = LaneId();
     const unsigned active = __activemask();
     const uint32_t cls = ClassFor(bytes == 0 ? 1 : bytes);
     const unsigned peers = __match_any_sync(active, cls);
@@ -251,6 +251,9 @@ struct SlabAllocator {
           __shfl_sync(peers, reinterpret_cast<uint64_t>(lane == leader ? blocks[i] : nullptr), leader);
       if (rank == i) mine = reinterpret_cast<void*>(block);
     }
+    // The shuffles order nothing: this makes the leader's acquire of the
+    // blocks (previous owners' writes) hold for every lane that uses one.
+    __syncwarp(peers);
     return mine;
   }
 #endif
@@ -328,7 +331,7 @@ struct SlabAllocator {
   // Free, lane by lane (two lanes freeing one block: the second is a double
   // free). Device only: warp intrinsics.
   __device__ uint32_t FreeCoalesced(void* pointer) const {
-    const unsigned lane = threadIdx.x & 31u;
+    const unsigned lane = LaneId();
     const unsigned active = __activemask();
     const Located at = pointer != nullptr ? Locate(pointer) : Located{kFreeForeign, 0, 0, 0, 0, 0};
     const bool small = pointer != nullptr && at.status == kFreeOk;
@@ -343,9 +346,17 @@ struct SlabAllocator {
     const bool first = lane == static_cast<unsigned>(__ffs(same_block) - 1);
     const unsigned leader = __ffs(peers) - 1;
     const uint64_t mine = first ? at.bit : 0;
+#if __CUDA_ARCH__ >= 800
     const uint64_t bits =
         static_cast<uint64_t>(__reduce_or_sync(peers, static_cast<unsigned>(mine))) |
         (static_cast<uint64_t>(__reduce_or_sync(peers, static_cast<unsigned>(mine >> 32))) << 32);
+#else
+    uint64_t bits = 0;  // no warp reductions before sm_80
+    for (unsigned m = peers; m != 0; m &= m - 1) bits |= __shfl_sync(peers, mine, __ffs(m) - 1);
+#endif
+    // Every lane's writes to its block come before the leader's release
+    // (the shuffles and reductions above order no memory).
+    __syncwarp(peers);
     uint64_t before = 0;
     if (lane == leader) before = FreeBits(at.page, at.word, bits);
     before = __shfl_sync(peers, before, leader);
