@@ -680,6 +680,10 @@ absl::Status Runtime::LaunchKernel() {
   absl::Status launched = LaunchKernelOnce();
   // No kernel, or one that did not start: nothing would serve the queues.
   if (!launched.ok()) {
+    if (failed_.load()) return PollKernel();  // already fatal (e.g. the context was lost)
+    if (const CUresult query = cu_->cuStreamQuery(kernel_stream_.get()); IsContextLost(query)) {
+      return SetFatal(ContextLostError(query, "the scheduler kernel's launch"));
+    }
     return SetFatal(absl::Status(
         launched.code(), absl::StrCat("the scheduler kernel could not be (re)launched: ",
                                       launched.message(), "; the runtime cannot continue")));
@@ -903,6 +907,7 @@ absl::Status Runtime::SetFatal(absl::Status status) {
 }
 
 absl::Status Runtime::ContextLostError(CUresult result, absl::string_view what) {
+  context_lost_.store(true);
   // The faulting task was the latest on its warp; last_task is pinned, so
   // it is still readable now that device memory is not.
   std::map<TaskId, int> latest;
@@ -1588,8 +1593,10 @@ absl::StatusOr<ShutdownReport> Runtime::Shutdown(absl::Duration drain_timeout) {
   MakeCurrent();
   ShutdownReport report;
   absl::Status result;
-  bool context_lost = failed_.load();
-  if (phase == Phase::kRunning && !context_lost) {
+  // A fatal error other than a lost context (a failed relaunch, a kernel
+  // that exited by itself) leaves no kernel to stop but memory to free.
+  bool context_lost = context_lost_.load();
+  if (phase == Phase::kRunning && !failed_.load()) {
     if (drain_timeout > absl::ZeroDuration()) {
       (void)Drain(drain_timeout);  // what did not finish is reported below
     }
