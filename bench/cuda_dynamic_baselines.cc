@@ -17,6 +17,7 @@
 #endif
 
 #include "absl/strings/str_cat.h"
+#include "bench/bench_support.h"
 #include "host/cuda_resources.h"
 
 namespace grosr {
@@ -38,11 +39,12 @@ namespace {
   }                                                                           \
   lhs = std::move(*BASELINE_CONCAT(baseline_or_, __LINE__))
 
-using Clock = std::chrono::steady_clock;
-
-double MicrosSince(Clock::time_point start) {
-  return std::chrono::duration<double, std::micro>(Clock::now() - start).count();
-}
+// A baseline's timed samples and what the host spent on them.
+struct Samples {
+  std::vector<double> us_per_step;
+  double cpu_us_per_step = -1;   // user + system CPU time over the timed part, per step
+  double syncs_per_step = -1;    // host waits (synchronize or spin on a word) per step
+};
 
 // ---------------------------------------------------------------------------
 // Device sources. Every step kernel is launched with one warp and does its
@@ -294,27 +296,32 @@ struct ChainLaunch {
 // Runs one untimed warm-up and `repetitions` timed chains. A sample is the
 // wall time from the launch to the end of cuStreamSynchronize, divided by
 // `steps`. Every chain, the warm-up included, is verified.
-absl::StatusOr<std::vector<double>> TimeChains(const CudaDriver& cu, CUstream stream,
+absl::StatusOr<Samples> TimeChains(const CudaDriver& cu, CUstream stream,
                                                const ChainWords& words, uint32_t steps,
                                                int repetitions, const ChainLaunch& chain) {
   const std::string& baseline = chain.baseline;
-  std::vector<double> us_per_step;
+  Samples samples;
+  double cpu_us = 0;
   for (int rep = -1; rep < repetitions; ++rep) {  // -1: the warm-up
     BASELINE_RETURN_IF_ERROR(ResetChain(cu, stream, words));
+    const double cpu_start = ProcessCpuMicros();
     const Clock::time_point start = Clock::now();
     GROSR_CU_RETURN_IF_ERROR(cu, chain.launch(), absl::StrCat(baseline, ": launch"));
     const absl::Status synchronized =
         cu.Check(cu.cuStreamSynchronize(stream),
                  absl::StrCat(baseline, ": cuStreamSynchronize after the chain"));
     const double us = MicrosSince(start);
+    if (rep >= 0) cpu_us += ProcessCpuMicros() - cpu_start;
     if (!synchronized.ok()) {
       return absl::Status(synchronized.code(),
                           absl::StrCat(synchronized.message(), chain.failure_hint));
     }
     BASELINE_RETURN_IF_ERROR(VerifyChain(cu, words, steps, baseline));
-    if (rep >= 0) us_per_step.push_back(us / steps);
+    if (rep >= 0) samples.us_per_step.push_back(us / steps);
   }
-  return us_per_step;
+  samples.cpu_us_per_step = cpu_us / (static_cast<double>(repetitions) * steps);
+  samples.syncs_per_step = 1.0 / steps;  // one cuStreamSynchronize per chain
+  return samples;
 }
 
 CUDA_KERNEL_NODE_PARAMS OneWarpKernelNode(CUfunction function, void** params) {
@@ -362,7 +369,7 @@ absl::Status BuildWhileGraph(const CudaDriver& cu, CUcontext context, CUfunction
   return absl::OkStatus();
 }
 
-absl::StatusOr<std::vector<double>> RunWhileNode(const CudaDriver& cu, const Compiler& compiler,
+absl::StatusOr<Samples> RunWhileNode(const CudaDriver& cu, const Compiler& compiler,
                                                  const std::string& arch, CUcontext context,
                                                  const DynamicBaselineOptions& options) {
   BASELINE_ASSIGN_OR_RETURN(LoadedKernel kernel,
@@ -419,7 +426,7 @@ absl::Status BuildRelaunchGraph(const CudaDriver& cu, CUfunction step, const Cha
   return absl::OkStatus();
 }
 
-absl::StatusOr<std::vector<double>> RunGraphTailRelaunch(const CudaDriver& cu,
+absl::StatusOr<Samples> RunGraphTailRelaunch(const CudaDriver& cu,
                                                          const Compiler& compiler,
                                                          const std::string& arch,
                                                          const DynamicBaselineOptions& options) {
@@ -436,7 +443,7 @@ absl::StatusOr<std::vector<double>> RunGraphTailRelaunch(const CudaDriver& cu,
                      [&] { return cu.cuGraphLaunch(graph.exec, stream.get()); }, ""});
 }
 
-absl::StatusOr<std::vector<double>> RunCdpTailLaunch(const CudaDriver& cu,
+absl::StatusOr<Samples> RunCdpTailLaunch(const CudaDriver& cu,
                                                      const Compiler& compiler,
                                                      const std::string& arch,
                                                      const DynamicBaselineOptions& options) {
@@ -488,12 +495,14 @@ bool SpinForEcho(uint32_t* reply, uint32_t value, Clock::time_point deadline) {
   }
 }
 
-absl::StatusOr<std::vector<double>> PingPong(uint32_t* request, uint32_t* reply, int round_trips) {
+absl::StatusOr<Samples> PingPong(uint32_t* request, uint32_t* reply, int round_trips) {
   std::atomic_ref<uint32_t> ask(*request);
-  std::vector<double> samples;
-  samples.reserve(round_trips);
+  Samples samples;
+  samples.us_per_step.reserve(round_trips);
   const uint32_t total = static_cast<uint32_t>(kEchoWarmupRoundTrips + round_trips);
+  double cpu_start = 0;
   for (uint32_t value = 1; value <= total; ++value) {
+    if (value == static_cast<uint32_t>(kEchoWarmupRoundTrips) + 1) cpu_start = ProcessCpuMicros();
     const Clock::time_point start = Clock::now();
     ask.store(value, std::memory_order_release);
     if (!SpinForEcho(reply, value, start + kHostWaitLimit)) {
@@ -504,8 +513,10 @@ absl::StatusOr<std::vector<double>> PingPong(uint32_t* request, uint32_t* reply,
           "); did the echo kernel start?"));
     }
     const double us = MicrosSince(start);
-    if (value > static_cast<uint32_t>(kEchoWarmupRoundTrips)) samples.push_back(us);
+    if (value > static_cast<uint32_t>(kEchoWarmupRoundTrips)) samples.us_per_step.push_back(us);
   }
+  samples.cpu_us_per_step = (ProcessCpuMicros() - cpu_start) / round_trips;
+  samples.syncs_per_step = 1;  // the host spins on the echo word each round trip
   return samples;
 }
 
@@ -527,7 +538,7 @@ absl::Status StopEchoKernel(const CudaDriver& cu, CUstream stream, uint32_t* req
   }
 }
 
-absl::StatusOr<std::vector<double>> RunPinnedRoundTrip(const CudaDriver& cu,
+absl::StatusOr<Samples> RunPinnedRoundTrip(const CudaDriver& cu,
                                                        const Compiler& compiler,
                                                        const std::string& arch,
                                                        const DynamicBaselineOptions& options) {
@@ -548,7 +559,7 @@ absl::StatusOr<std::vector<double>> RunPinnedRoundTrip(const CudaDriver& cu,
                                              params, nullptr),
                            "cuLaunchKernel (echo kernel)");
 
-  absl::StatusOr<std::vector<double>> samples = PingPong(request, reply, options.round_trips);
+  absl::StatusOr<Samples> samples = PingPong(request, reply, options.round_trips);
   const absl::Status stopped = StopEchoKernel(cu, stream.get(), request);
   if (absl::IsDeadlineExceeded(stopped)) {
     // The kernel may still read these words: freeing them (or unloading its
@@ -601,12 +612,14 @@ std::vector<std::string> SeriesNotes(const DynamicBaselineOptions& options) {
 }
 
 BaselineSeries MakeSeries(std::string name, std::string note,
-                          absl::StatusOr<std::vector<double>> samples) {
+                          absl::StatusOr<Samples> samples) {
   BaselineSeries series;
   series.name = std::move(name);
   series.note = std::move(note);
   if (samples.ok()) {
-    series.us_per_step = std::move(*samples);
+    series.us_per_step = std::move(samples->us_per_step);
+    series.cpu_us_per_step = samples->cpu_us_per_step;
+    series.syncs_per_step = samples->syncs_per_step;
   } else {
     series.status = std::move(samples).status();
   }
@@ -678,7 +691,7 @@ std::vector<BaselineSeries> RunDynamicBaselines(const CudaDriver& cu, const Comp
         "no current CUDA context: retain the primary context and make it current first");
   }
 
-  const std::vector<std::function<absl::StatusOr<std::vector<double>>()>> runs = {
+  const std::vector<std::function<absl::StatusOr<Samples>()>> runs = {
       [&] { return RunWhileNode(cu, compiler, arch, context, options); },
       [&] { return RunGraphTailRelaunch(cu, compiler, arch, options); },
       [&] { return RunCdpTailLaunch(cu, compiler, arch, options); },

@@ -47,6 +47,8 @@ struct BaselineSeries {
   std::string note;              // one line: what one sample is
   absl::Status status;           // not OK: this baseline could not run (message says why); samples empty
   std::vector<double> us_per_step;  // one sample per repetition: wall time of the repetition / steps
+  double cpu_us_per_step = -1;      // host CPU time (getrusage) over the timed part, per step
+  double syncs_per_step = -1;       // host waits per step (a synchronize per chain; a spin per echo)
 };
 
 struct DynamicBaselineOptions {

@@ -112,7 +112,8 @@ void RunBaselines(const CudaDriver& cu, const Compiler& compiler, const std::str
 
     // Dependent kernels in one stream, one synchronize at the end.
     const int chain = 10000;
-    cu.cuMemsetD32(counter_ptr, 0, 1);
+    // On the stream: the legacy stream does not order with a non-blocking one.
+    cu.cuMemsetD32Async(counter_ptr, 0, 1, stream.get());
     us.clear();
     cpu0 = ProcessCpuMicros();
     for (int rep = 0; rep < 5; ++rep) {
@@ -183,8 +184,7 @@ void RunBaselines(const CudaDriver& cu, const Compiler& compiler, const std::str
       continue;
     }
     Result r = Summarize(series.name, std::move(series.us_per_step), series.note);
-    r.experiment = "A";
-    results->push_back(r);
+    results->push_back(ExperimentA(r, series.cpu_us_per_step, series.syncs_per_step));
   }
   cu.cuDevicePrimaryCtxRelease(device);
 }
@@ -412,8 +412,10 @@ void RunStepDistributions(Runtime& runtime, double sm_mhz, std::vector<Result>* 
       "single ctx.spawn steps of a 10,000-step chain, %globaltimer stamps in ns");
 }
 
-void RunGrosr(int pings, bool pingpong, bool hotload, std::vector<Result>* results,
-              DeviceInfo* info_out) {
+// `chains_only`: the dependent chains and their step distributions alone
+// (a quick look at the dispatch path, e.g. to compare scheduler builds).
+void RunGrosr(int pings, bool pingpong, bool hotload, bool chains_only,
+              std::vector<Result>* results, DeviceInfo* info_out) {
   std::unique_ptr<Runtime> runtime = Value(Runtime::Create(), "Runtime::Create");
   *info_out = runtime->device_info();
   Value(runtime->LoadSource("bench_tasks.cu", kBenchTasks), "load bench tasks");
@@ -433,16 +435,18 @@ void RunGrosr(int pings, bool pingpong, bool hotload, std::vector<Result>* resul
   // Host ping-pong: submit an empty task, wait for its completion record.
   std::vector<double> us;
   double cpu0 = 0;
-  for (int i = 0; i < pings + 1000; ++i) {
+  for (int i = 0; i < (chains_only ? 0 : pings + 1000); ++i) {
     if (i == 1000) cpu0 = ProcessCpuMicros();
     auto start = Clock::now();
     TaskHandle h = Value(runtime->Submit(noop, NoArgs{}), "submit");
     BENCH_CHECK(runtime->Wait(h));
     if (i >= 1000) us.push_back(MicrosSince(start));
   }
-  Result ping = Summarize("grosr_pingpong", us,
-                          "host Submit + Wait of an empty task (pinned ring, no launch)");
-  results->push_back(ExperimentA(ping, (ProcessCpuMicros() - cpu0) / pings, 1));
+  if (!chains_only) {
+    Result ping = Summarize("grosr_pingpong", us,
+                            "host Submit + Wait of an empty task (pinned ring, no launch)");
+    results->push_back(ExperimentA(ping, (ProcessCpuMicros() - cpu0) / pings, 1));
+  }
 
   auto run_chain = [&](TaskId task, uint32_t steps, const char* name, const char* note,
                        bool pure = false) {
@@ -506,7 +510,7 @@ void RunGrosr(int pings, bool pingpong, bool hotload, std::vector<Result>* resul
             "100k dependent steps, ctx.spawn through the device queue, per step");
 
   // A spawned tree: width 32, depth 4 = 1 + 32 + 1024 + 32768 + 1048576.
-  {
+  if (!chains_only) {
     const uint64_t expected = 1 + 32 + 1024 + 32768 + 1048576;
     std::vector<double> rates;
     for (int rep = 0; rep < 5; ++rep) {
@@ -536,7 +540,7 @@ void RunGrosr(int pings, bool pingpong, bool hotload, std::vector<Result>* resul
   }
 
   // Host batch submission: untracked empty tasks through the ring.
-  {
+  if (!chains_only) {
     const size_t n = 1 << 20;
     std::vector<TaskRequest> requests(n, TaskRequest::Make(noop, NoArgs{}));
     std::vector<double> rates;
@@ -607,15 +611,15 @@ int BenchMain(int argc, char** argv, const std::string& program, std::string sel
       skip_all_but_dynamic = true;
     } else {
       std::fprintf(stderr,
-                   "usage: %s [--json FILE] [--only all|pingpong|throughput|hotload] [--quick]\n"
-                   "       [--no-dynamic] [--dynamic NAME,...] [--only-dynamic]\n",
+                   "usage: %s [--json FILE] [--only all|pingpong|throughput|hotload|chains]\n"
+                   "       [--quick] [--no-dynamic] [--dynamic NAME,...] [--only-dynamic]\n",
                    program.c_str());
       return 2;
     }
   }
   if (selection != "all" && selection != "pingpong" && selection != "throughput" &&
-      selection != "hotload") {
-    std::fprintf(stderr, "%s: --only takes all, pingpong, throughput or hotload\n",
+      selection != "hotload" && selection != "chains") {
+    std::fprintf(stderr, "%s: --only takes all, pingpong, throughput, hotload or chains\n",
                  program.c_str());
     return 2;
   }
@@ -631,6 +635,8 @@ int BenchMain(int argc, char** argv, const std::string& program, std::string sel
   const bool pingpong = selection == "all" || selection == "pingpong";
   const bool tput = selection == "all" || selection == "throughput";
   const bool hotload = selection == "all" || selection == "hotload";
+  // GROSR's chains alone, no baselines: seconds, for comparing builds.
+  const bool chains_only = selection == "chains";
   std::unique_ptr<Compiler> compiler = Value(Compiler::Create({}), "compiler");
   std::vector<Result> results;
   // CUDA's baselines first, before any Runtime: the persistent kernel
@@ -648,8 +654,8 @@ int BenchMain(int argc, char** argv, const std::string& program, std::string sel
   }
   RunHeader header;
   DeviceInfo info;
-  if ((pingpong || hotload) && !skip_all_but_dynamic) {
-    RunGrosr(pings, pingpong, hotload, &results, &info);
+  if ((pingpong || hotload || chains_only) && !skip_all_but_dynamic) {
+    RunGrosr(pings, pingpong || chains_only, hotload, chains_only, &results, &info);
     header = HeaderOf(info, (*driver)->VersionString());
   }
   if (tput && !skip_all_but_dynamic) {

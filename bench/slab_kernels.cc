@@ -78,7 +78,7 @@ struct SlabHeap {
   __device__ void* Allocate(unsigned bytes, unsigned thread) const {
     return heap.AllocateCoalesced(bytes, thread / 32);
   }
-  __device__ bool Free(void* p) const { return heap.Free(p) == SlabAllocator::kFreeOk; }
+  __device__ bool Free(void* p) const { return heap.FreeCoalesced(p) == SlabAllocator::kFreeOk; }
 };
 struct CudaHeap {
   __device__ void* Allocate(unsigned bytes, unsigned) const { return malloc(bytes); }
@@ -130,7 +130,9 @@ slab_free(const __grid_constant__ SlabAllocator heap, unsigned n, void* const* b
   const unsigned i = ThreadIndex();
   if (i >= n) return;
   const unsigned j = order != nullptr ? order[i] : i;
-  const unsigned code = heap.Free(blocks[j]);
+  // What a task's ctx.gpu_free does: lanes freeing into one bitmap word
+  // together clear their bits with one atomic.
+  const unsigned code = heap.FreeCoalesced(blocks[j]);
   if (codes != nullptr) codes[j] = code;
   if (code != SlabAllocator::kFreeOk && refused != nullptr) atomicAdd(refused, 1u);
 }

@@ -74,9 +74,35 @@ void Verify(const std::vector<uint32_t>& out, uint64_t n, const std::string& wha
   }
 }
 
-// One sweep point from per-repetition wall times (us) and CPU times (us).
-Result Point(const std::string& series, uint64_t n, std::vector<double> wall_us,
-             std::vector<double> cpu_us, double syncs, const std::string& note) {
+// Wall and host CPU time (us) of each timed run.
+struct Timed {
+  std::vector<double> wall_us, cpu_us;
+};
+
+// `warmups` untimed runs, then `runs` timed ones, each: reset() (untimed),
+// work() (timed), check() (untimed: reads back and verifies).
+template <typename Reset, typename Work, typename Check>
+Timed TimeRuns(int warmups, int runs, Reset reset, Work work, Check check) {
+  Timed timed;
+  for (int rep = -warmups; rep < runs; ++rep) {
+    reset();
+    const double cpu0 = ProcessCpuMicros();
+    const auto start = Clock::now();
+    work();
+    if (rep >= 0) {
+      timed.wall_us.push_back(MicrosSince(start));
+      timed.cpu_us.push_back(ProcessCpuMicros() - cpu0);
+    }
+    check();
+  }
+  return timed;
+}
+
+// One sweep point from the timed runs of `n` tasks.
+Result Point(const std::string& series, uint64_t n, Timed timed, double syncs,
+             const std::string& note) {
+  std::vector<double>& wall_us = timed.wall_us;
+  std::vector<double>& cpu_us = timed.cpu_us;
   std::sort(wall_us.begin(), wall_us.end());
   std::sort(cpu_us.begin(), cpu_us.end());
   const double median = wall_us[wall_us.size() / 2];
@@ -151,37 +177,33 @@ void RunThroughputBaselines(const CudaDriver& cu, const Compiler& compiler,
 
     for (uint64_t n : plan.sizes) {
       if (n <= plan.launch_sync_max) {
-        std::vector<double> wall, cpu;
-        for (int rep = 0; rep < Repetitions(n); ++rep) {
-          poison();
-          const double cpu0 = ProcessCpuMicros();
-          const auto start = Clock::now();
-          for (uint64_t i = 0; i < n; ++i) {
-            launch(static_cast<uint32_t>(i));
-            cu.cuStreamSynchronize(stream.get());
-          }
-          wall.push_back(MicrosSince(start));
-          cpu.push_back(ProcessCpuMicros() - cpu0);
-          read_back(n);
-          Verify(host, n, "cuda_launch_sync");
-        }
-        results->push_back(Point("cuda_launch_sync", n, wall, cpu, static_cast<double>(n),
+        const Timed timed = TimeRuns(
+            0, Repetitions(n), poison,
+            [&] {
+              for (uint64_t i = 0; i < n; ++i) {
+                launch(static_cast<uint32_t>(i));
+                cu.cuStreamSynchronize(stream.get());
+              }
+            },
+            [&] {
+              read_back(n);
+              Verify(host, n, "cuda_launch_sync");
+            });
+        results->push_back(Point("cuda_launch_sync", n, timed, static_cast<double>(n),
                                  "a launch + cuStreamSynchronize per task"));
       }
       if (n <= plan.launch_max) {
-        std::vector<double> wall, cpu;
-        for (int rep = 0; rep < Repetitions(n); ++rep) {
-          poison();
-          const double cpu0 = ProcessCpuMicros();
-          const auto start = Clock::now();
-          for (uint64_t i = 0; i < n; ++i) launch(static_cast<uint32_t>(i));
-          cu.cuStreamSynchronize(stream.get());
-          wall.push_back(MicrosSince(start));
-          cpu.push_back(ProcessCpuMicros() - cpu0);
-          read_back(n);
-          Verify(host, n, "cuda_launch_stream");
-        }
-        results->push_back(Point("cuda_launch_stream", n, wall, cpu, 1,
+        const Timed timed = TimeRuns(
+            0, Repetitions(n), poison,
+            [&] {
+              for (uint64_t i = 0; i < n; ++i) launch(static_cast<uint32_t>(i));
+              cu.cuStreamSynchronize(stream.get());
+            },
+            [&] {
+              read_back(n);
+              Verify(host, n, "cuda_launch_stream");
+            });
+        results->push_back(Point("cuda_launch_stream", n, timed, 1,
                                  "a launch per task into one stream, one synchronize"));
       }
       // A graph of `nodes` kernel nodes (distinct indices), replayed to run
@@ -222,20 +244,18 @@ void RunThroughputBaselines(const CudaDriver& cu, const Compiler& compiler,
         cu.cuGraphUpload(exec, stream.get());
         cu.cuGraphLaunch(exec, stream.get());  // warm-up
         cu.cuStreamSynchronize(stream.get());
-        std::vector<double> wall, cpu;
-        for (int rep = 0; rep < Repetitions(n); ++rep) {
-          poison();
-          const double cpu0 = ProcessCpuMicros();
-          const auto start = Clock::now();
-          for (uint64_t k = 0; k < replays; ++k) cu.cuGraphLaunch(exec, stream.get());
-          cu.cuStreamSynchronize(stream.get());
-          wall.push_back(MicrosSince(start));
-          cpu.push_back(ProcessCpuMicros() - cpu0);
-          read_back(nodes);
-          Verify(host, nodes, series);
-        }
+        const Timed timed = TimeRuns(
+            0, Repetitions(n), poison,
+            [&] {
+              for (uint64_t k = 0; k < replays; ++k) cu.cuGraphLaunch(exec, stream.get());
+              cu.cuStreamSynchronize(stream.get());
+            },
+            [&] {
+              read_back(nodes);
+              Verify(host, nodes, series);
+            });
         results->push_back(Point(
-            series, replays * nodes, wall, cpu, 1,
+            series, replays * nodes, timed, 1,
             absl::StrFormat("graph of %u %s kernel nodes replayed %llu times, one "
                             "synchronize (instantiate %.1f ms, not counted)",
                             nodes, chained ? "chained" : "independent",
@@ -283,39 +303,27 @@ void RunThroughputGrosr(const ThroughputPlan& plan, std::vector<Result>* results
     for (uint64_t i = 0; i < n; ++i) {
       requests.push_back(TaskRequest::Make(tiny, TinyArgs{static_cast<uint32_t>(i), out_ptr}));
     }
-    std::vector<double> wall, cpu;
-    for (int rep = 0; rep < Repetitions(n) + 1; ++rep) {  // the first is a warm-up
-      reset();
-      const double cpu0 = ProcessCpuMicros();
-      const auto start = Clock::now();
-      CheckOrExit(runtime->SubmitBatch(requests), "SubmitBatch");
-      CheckOrExit(runtime->Drain(), "Drain");
-      if (rep > 0) {
-        wall.push_back(MicrosSince(start));
-        cpu.push_back(ProcessCpuMicros() - cpu0);
-      }
-      verify(n, "grosr_host_submit");
-    }
-    results->push_back(Point("grosr_host_submit", n, wall, cpu, 1,
+    // One untimed run first (a warm-up).
+    const Timed submitted = TimeRuns(
+        1, Repetitions(n), reset,
+        [&] {
+          CheckOrExit(runtime->SubmitBatch(requests), "SubmitBatch");
+          CheckOrExit(runtime->Drain(), "Drain");
+        },
+        [&] { verify(n, "grosr_host_submit"); });
+    results->push_back(Point("grosr_host_submit", n, submitted, 1,
                              "SubmitBatch of N tasks through the pinned ring, one Drain "
                              "(building the requests not counted)"));
-    wall.clear();
-    cpu.clear();
-    for (int rep = 0; rep < Repetitions(n) + 1; ++rep) {
-      reset();
-      const double cpu0 = ProcessCpuMicros();
-      const auto start = Clock::now();
-      Value(runtime->Submit(fan, FanArgs{0, static_cast<uint32_t>(n), out_ptr, tiny, fan},
-                            SubmitOptions{.track = false}),
-            "submit root");
-      CheckOrExit(runtime->Drain(), "Drain");
-      if (rep > 0) {
-        wall.push_back(MicrosSince(start));
-        cpu.push_back(ProcessCpuMicros() - cpu0);
-      }
-      verify(n, "grosr_gpu_spawn");
-    }
-    results->push_back(Point("grosr_gpu_spawn", n, wall, cpu, 1,
+    const Timed spawned = TimeRuns(
+        1, Repetitions(n), reset,
+        [&] {
+          Value(runtime->Submit(fan, FanArgs{0, static_cast<uint32_t>(n), out_ptr, tiny, fan},
+                                SubmitOptions{.track = false}),
+                "submit root");
+          CheckOrExit(runtime->Drain(), "Drain");
+        },
+        [&] { verify(n, "grosr_gpu_spawn"); });
+    results->push_back(Point("grosr_gpu_spawn", n, spawned, 1,
                              "one root task; fan tasks (at most ~1% of N, not counted) "
                              "spawn the N tasks, 32 per warp-aggregated spawn; one Drain"));
   }

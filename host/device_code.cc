@@ -138,6 +138,13 @@ absl::StatusOr<SchedulerImage> BuildSchedulerImage(
   result.cubin = std::move(image->cubin);
   result.kernel_registers = kernel->registers;
   result.kernel_stack_bytes = kernel->stack_bytes;
+  // Tasks call these through TaskContext: their frames sit on the task's.
+  for (const FunctionResources& function : contents->functions) {
+    if (absl::StrContains(function.name, "Service")) {
+      result.service_stack_bytes = std::max(
+          result.service_stack_bytes, std::max(function.stack_bytes, function.frame_bytes));
+    }
+  }
   return result;
 }
 
@@ -211,13 +218,18 @@ absl::StatusOr<TaskModuleImage> BuildTaskModule(const Compiler& compiler,
           "); calling it would crash the GPU context. Raise the runtime's "
           "register_budget or simplify the task."));
     }
-    uint32_t stack = std::max(function.stack_bytes, function.frame_bytes);
-    if (stack > target.stack_bytes) {
+    // The task's frame sits between the kernel's and the services' it may
+    // call (spawn, the heap).
+    const uint32_t stack = std::max(function.stack_bytes, function.frame_bytes);
+    if (stack + target.scheduler_stack_bytes > target.stack_bytes) {
       return absl::InvalidArgumentError(absl::StrCat(
-          name, ": function '", function.name, "' needs ", stack,
-          " bytes of stack but the scheduler's stack limit is ",
-          target.stack_bytes, "; raise RuntimeOptions::stack_bytes or move "
-          "large local arrays to global memory."));
+          name, ": function '", function.name, "' needs ", stack, " bytes of stack",
+          target.scheduler_stack_bytes == 0
+              ? std::string()
+              : absl::StrCat(" and the scheduler ", target.scheduler_stack_bytes,
+                             " around it (its kernel's frame and the services a task calls)"),
+          ", but the stack limit is ", target.stack_bytes,
+          "; raise RuntimeOptions::stack_bytes or move large local arrays to global memory."));
     }
   }
   if (result.device_variables > kManyDeviceVariables) {

@@ -203,6 +203,8 @@ absl::Status Runtime::Initialize() {
   absl::StatusOr<SchedulerImage> image = BuildSchedulerImage(*compiler_, target_);
   if (!image.ok()) return image.status();
   info_.kernel_registers = image->kernel_registers;
+  // Tasks' stack check: the scheduler's frames around a task count too.
+  target_.scheduler_stack_bytes = image->kernel_stack_bytes + image->service_stack_bytes;
   absl::StatusOr<Module> module = Module::Load(*cu_, image->cubin);
   if (!module.ok()) return module.status();
   scheduler_module_ = std::move(*module);
@@ -422,9 +424,15 @@ Runtime::~Runtime() {
                    std::string(report.status().message()).c_str());
     }
   }
-  // A kernel that could not be stopped still uses the context: releasing
-  // the last reference would wait for it forever. Leave it to process exit.
-  if (context_retained_ && !kernel_stuck_) cu_->cuDevicePrimaryCtxRelease(device_);
+  // A kernel that could not be stopped still uses the context and its
+  // memory: freeing (the members' destructors) or releasing the last
+  // reference would wait for it forever, or pull memory from under it.
+  // Leave all of it to process exit.
+  if (kernel_stuck_.load()) {
+    AbandonResources();
+    return;
+  }
+  if (context_retained_) cu_->cuDevicePrimaryCtxRelease(device_);
 }
 
 // ---------------------------------------------------------------------------
@@ -672,6 +680,10 @@ absl::Status Runtime::LaunchKernel() {
   absl::Status launched = LaunchKernelOnce();
   // No kernel, or one that did not start: nothing would serve the queues.
   if (!launched.ok()) {
+    if (failed_.load()) return PollKernel();  // already fatal (e.g. the context was lost)
+    if (const CUresult query = cu_->cuStreamQuery(kernel_stream_.get()); IsContextLost(query)) {
+      return SetFatal(ContextLostError(query, "the scheduler kernel's launch"));
+    }
     return SetFatal(absl::Status(
         launched.code(), absl::StrCat("the scheduler kernel could not be (re)launched: ",
                                       launched.message(), "; the runtime cannot continue")));
@@ -706,9 +718,21 @@ absl::Status Runtime::LaunchKernelOnce() {
                           static_cast<unsigned>(info_.shared_bytes_per_block),
                           kernel_stream_.get(), params, nullptr),
       "cuLaunchKernel(grosr_scheduler)");
+  // A new epoch before `running_`: a PollKernel that saw the previous
+  // kernel's exit (and `running_` still set) cannot blame this launch for it.
+  kernel_epoch_.fetch_add(1);
   running_.store(true);
-  return SpinUntil([&] { return KernelReported(kKernelRunning, run); }, absl::Seconds(30),
-                   [] { return std::string("the scheduler kernel to start"); });
+  absl::Status started =
+      SpinUntil([&] { return KernelReported(kKernelRunning, run); }, absl::Seconds(30),
+                [] { return std::string("the scheduler kernel to start"); });
+  if (!started.ok() && !failed_.load()) {
+    // Launched but silent: stop it, or mark it stuck so that nothing is
+    // freed (or the context released) under it.
+    ExpectKernelExit();
+    IssueCommand(kCommandStop);
+    if (WaitForKernelExit(options_.stop_timeout) == CUDA_ERROR_NOT_READY) MarkKernelStuck();
+  }
+  return started;
 }
 
 void Runtime::UnloadUnusedModules() {
@@ -883,6 +907,7 @@ absl::Status Runtime::SetFatal(absl::Status status) {
 }
 
 absl::Status Runtime::ContextLostError(CUresult result, absl::string_view what) {
+  context_lost_.store(true);
   // The faulting task was the latest on its warp; last_task is pinned, so
   // it is still readable now that device memory is not.
   std::map<TaskId, int> latest;
@@ -1568,8 +1593,10 @@ absl::StatusOr<ShutdownReport> Runtime::Shutdown(absl::Duration drain_timeout) {
   MakeCurrent();
   ShutdownReport report;
   absl::Status result;
-  bool context_lost = failed_.load();
-  if (phase == Phase::kRunning && !context_lost) {
+  // A fatal error other than a lost context (a failed relaunch, a kernel
+  // that exited by itself) leaves no kernel to stop but memory to free.
+  bool context_lost = context_lost_.load();
+  if (phase == Phase::kRunning && !failed_.load()) {
     if (drain_timeout > absl::ZeroDuration()) {
       (void)Drain(drain_timeout);  // what did not finish is reported below
     }
@@ -1635,6 +1662,21 @@ absl::StatusOr<ShutdownReport> Runtime::Shutdown(absl::Duration drain_timeout) {
   return report;
 }
 
+void Runtime::AbandonResources() {
+  {
+    absl::MutexLock lock(&mu_);
+    for (auto& record : task_modules_) record->module.Abandon();
+    task_modules_.clear();
+  }
+  scheduler_module_.Abandon();
+  arena_.Abandon();
+  heap_arena_.Abandon();
+  pinned_.Abandon();
+  kernel_stream_.Abandon();
+  copy_stream_.Abandon();
+  watchdog_stream_.Abandon();
+}
+
 void Runtime::ReleaseResources(bool context_lost) {
   MakeCurrent();
   std::vector<CUdeviceptr> frees;
@@ -1651,18 +1693,7 @@ void Runtime::ReleaseResources(bool context_lost) {
     // the primary context, which the driver destroys when its last user
     // releases it. The next Runtime retains a fresh one. (Resetting it
     // instead makes the driver ignore later releases.)
-    {
-      absl::MutexLock lock(&mu_);
-      for (auto& record : task_modules_) record->module.Abandon();
-      task_modules_.clear();
-    }
-    scheduler_module_.Abandon();
-    arena_.Abandon();
-    heap_arena_.Abandon();
-    pinned_.Abandon();
-    kernel_stream_.Abandon();
-    copy_stream_.Abandon();
-    watchdog_stream_.Abandon();
+    AbandonResources();
     if (context_retained_) {
       cu_->cuCtxSetCurrent(nullptr);
       cu_->cuDevicePrimaryCtxRelease(device_);

@@ -394,6 +394,8 @@ class Runtime {
   // OK while the kernel runs (or before Start); the fatal error otherwise.
   absl::Status PollKernel();
   absl::Status SetFatal(absl::Status status);
+  // The fatal error for a lost context, naming the tasks last run; marks
+  // the context lost (Shutdown then abandons rather than frees).
   absl::Status ContextLostError(CUresult result, absl::string_view what);
   absl::Status TaskOutcome(uint32_t status, TaskId task, uint64_t ticket) const;
   // Submission: waits hold submit_mu_ only; commits hold both locks.
@@ -427,6 +429,9 @@ class Runtime {
   absl::Status CopyOut(void* to, CUdeviceptr from, size_t bytes, CUstream stream);
   absl::Status ReadHeapStats(HeapStats* heap);
   void ReleaseResources(bool context_lost);
+  // Drops every device handle without freeing it (a lost context, or a
+  // kernel that still runs in it).
+  void AbandonResources();
   void MakeCurrent() const;
 
   const RuntimeOptions options_;
@@ -503,6 +508,7 @@ class Runtime {
   absl::Mutex fatal_mu_;
   absl::Status fatal_ ABSL_GUARDED_BY(fatal_mu_);
   std::atomic<bool> failed_{false};
+  std::atomic<bool> context_lost_{false};  // set by ContextLostError
 
   absl::Mutex watchdog_mu_;
   std::vector<HungTask> hung_ ABSL_GUARDED_BY(watchdog_mu_);

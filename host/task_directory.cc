@@ -87,9 +87,12 @@ void TaskDirectory::AfterLoad(const std::string& path,
   // The scheduler could not pause (a task that would not return held a
   // warp): nothing is wrong with the file; try it again shortly.
   if (absl::IsUnavailable(report.status())) {
+    // The first failure sets the time; later ones wait for the same retry
+    // rather than pushing it back.
+    if (retry_.empty()) retry_at_ = absl::Now() + options_.retry_delay;
     if (std::find(retry_.begin(), retry_.end(), path) == retry_.end()) retry_.push_back(path);
-    retry_at_ = absl::Now() + options_.retry_delay;
-    Log(absl::StrCat(path, " will be retried in ", absl::FormatDuration(options_.retry_delay)));
+    Log(absl::StrCat(path, " will be retried in ",
+                     absl::FormatDuration(std::max(absl::ZeroDuration(), retry_at_ - absl::Now()))));
   }
 }
 

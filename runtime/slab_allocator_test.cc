@@ -166,12 +166,104 @@ TEST(SlabAllocatorTest, BatchesAreDistinctSpanPagesAndCountShortfalls) {
   EXPECT_EQ(std::adjacent_find(blocks.begin(), blocks.end()), blocks.end()) << "a block twice";
   for (void* p : blocks) ASSERT_EQ(a.Free(p), SlabAllocator::kFreeOk);
   EXPECT_EQ(slab.PagesHeld(), 0u);
-  // Page runs (above half a page) come one run per block.
-  ASSERT_EQ(a.AllocateBatch(3 << 12, 2, 0, 0, got), 2u);
+  // Page runs (above half a page) come one run per block; a short batch
+  // counts every missing run.
+  const uint64_t failed_before = slab.counters().failed;
+  ASSERT_EQ(a.AllocateBatch(3 << 12, 5, 0, 0, got), 2u) << "8 pages hold two runs of 3";
+  EXPECT_EQ(slab.counters().failed, failed_before + 3);
   EXPECT_EQ(slab.usage().large_pages, 6u);
   EXPECT_EQ(a.Free(got[0]), SlabAllocator::kFreeOk);
   EXPECT_EQ(a.Free(got[1]), SlabAllocator::kFreeOk);
   EXPECT_EQ(slab.PagesHeld(), 0u);
+}
+
+// Several blocks of one bitmap word freed with one fetch_and (what a warp's
+// coalesced free does): each is released once; a bit already clear shows
+// in the returned word (the caller refuses it as a double free).
+TEST(SlabAllocatorTest, FreeBitsReleasesEachSetBitOnce) {
+  HostSlab slab(8, 12);  // 4 KiB pages: 64 blocks of 64 B, one bitmap word
+  const SlabAllocator& a = slab.allocator();
+  void* got[32];
+  ASSERT_EQ(a.AllocateBatch(64, 5, 0, 0, got), 5u);
+  SlabAllocator::Located at[5];
+  uint64_t bits = 0;
+  for (int k = 0; k < 5; ++k) {
+    at[k] = a.Locate(got[k]);
+    ASSERT_EQ(at[k].status, SlabAllocator::kFreeOk);
+    ASSERT_EQ(at[k].word, at[0].word) << "one page, one word";
+    bits |= at[k].bit;
+  }
+  EXPECT_EQ(a.Free(got[4]), SlabAllocator::kFreeOk);  // freed alone first
+  const uint64_t before = a.FreeBits(at[0].page, at[0].word, bits);
+  EXPECT_EQ(before & bits, bits & ~at[4].bit) << "the bit freed before was clear";
+  EXPECT_EQ(slab.usage().blocks[a.ClassFor(64)], 0u);
+  EXPECT_EQ(slab.PagesHeld(), 0u);
+  // Again: nothing set, nothing released (the caller refuses each).
+  EXPECT_EQ(a.FreeBits(at[0].page, at[0].word, bits) & bits, 0u);
+  EXPECT_EQ(slab.PagesHeld(), 0u);
+  EXPECT_EQ(a.Locate(nullptr).status, SlabAllocator::kFreeForeign);
+}
+
+// Many threads taking batches (a warp's worth) and freeing them as a warp's
+// coalesced free does -- the blocks of one bitmap word with one FreeBits --
+// while others free single blocks: no overlap, every block back, no page
+// leaked, no free refused.
+TEST(SlabAllocatorTest, ConcurrentBatchesFreedByWordNeverOverlap) {
+  HostSlab slab(256, 14);  // 4 MiB in 16 KiB pages
+  const SlabAllocator& a = slab.allocator();
+  constexpr int kThreads = 8;
+  constexpr int kRounds = 3000;
+  std::atomic<uint64_t> corrupt{0}, short_batches{0}, refused{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      std::mt19937_64 random(100 + t);
+      for (int round = 0; round < kRounds; ++round) {
+        const uint64_t bytes = uint64_t{16} << (random() % 7);  // 16 B .. 1 KiB
+        const uint32_t want = 1 + random() % 32;
+        void* got[32];
+        const uint32_t n = a.AllocateBatch(bytes, want, t, static_cast<uint32_t>(random()), got);
+        if (n != want) ++short_batches;
+        for (uint32_t k = 0; k < n; ++k) Fill(got[k], bytes, (uint64_t(t) << 48) ^ (uint64_t(round) << 8) ^ k);
+        for (uint32_t k = 0; k < n; ++k) {
+          if (!Check(got[k], bytes, (uint64_t(t) << 48) ^ (uint64_t(round) << 8) ^ k)) ++corrupt;
+        }
+        if (random() % 2 == 0) {
+          for (uint32_t k = 0; k < n; ++k) {
+            if (a.Free(got[k]) != SlabAllocator::kFreeOk) ++refused;
+          }
+          continue;
+        }
+        // Group by bitmap word, as FreeCoalesced does for a warp.
+        bool done[32] = {};
+        for (uint32_t k = 0; k < n; ++k) {
+          if (done[k]) continue;
+          const SlabAllocator::Located first = a.Locate(got[k]);
+          if (first.status != SlabAllocator::kFreeOk) {
+            ++refused;
+            continue;
+          }
+          uint64_t bits = 0;
+          for (uint32_t j = k; j < n; ++j) {
+            const SlabAllocator::Located at = a.Locate(got[j]);
+            if (!done[j] && at.status == SlabAllocator::kFreeOk && at.word == first.word) {
+              bits |= at.bit;
+              done[j] = true;
+            }
+          }
+          const uint64_t before = a.FreeBits(first.page, first.word, bits);
+          if ((before & bits) != bits) ++refused;
+        }
+      }
+    });
+  }
+  for (std::thread& thread : threads) thread.join();
+  EXPECT_EQ(corrupt.load(), 0u) << "blocks overlapped";
+  EXPECT_EQ(refused.load(), 0u) << "valid frees refused";
+  EXPECT_EQ(short_batches.load(), 0u) << "the arena had room";
+  EXPECT_EQ(slab.counters().double_frees + slab.counters().invalid_frees, 0u);
+  EXPECT_EQ(slab.PagesHeld(), 0u) << "pages leaked";
+  EXPECT_EQ(slab.usage().bytes_in_use, 0u);
 }
 
 // Requests no run of pages can serve get null and a failure count, up to the

@@ -38,6 +38,9 @@ class DeviceCodeTest : public ::testing::Test {
     auto image = BuildSchedulerImage(*compiler_, target_);
     ASSERT_TRUE(image.ok()) << image.status();
     kernel_registers_ = image->kernel_registers;
+    // As the Runtime does: the scheduler's frames around a task count.
+    target_.scheduler_stack_bytes = image->kernel_stack_bytes + image->service_stack_bytes;
+    service_stack_bytes_ = image->service_stack_bytes;
   }
   static void TearDownTestSuite() { delete compiler_; }
 
@@ -49,6 +52,7 @@ class DeviceCodeTest : public ::testing::Test {
   static inline Compiler* compiler_ = nullptr;
   static inline DeviceCodeTarget target_;
   static inline uint32_t kernel_registers_ = 0;
+  static inline uint32_t service_stack_bytes_ = 0;
 };
 
 TEST_F(DeviceCodeTest, KernelReservesItsRegisterBudget) {
@@ -199,6 +203,33 @@ TEST_F(DeviceCodeTest, RefusesAStackBeyondTheLimit) {
                       "}\n");
   ASSERT_FALSE(module.ok());
   EXPECT_THAT(std::string(module.status().message()), HasSubstr("bytes of stack"));
+}
+
+// The scheduler's frames around a task (its kernel's below, the services a
+// task calls above) count against the stack limit: a task that fits alone
+// but not with them is refused, and the message says so.
+TEST_F(DeviceCodeTest, TheSchedulersStackAroundATaskCountsAgainstTheLimit) {
+  ASSERT_GT(service_stack_bytes_, 0u) << "the scheduler image names its services' stack";
+  ASSERT_LT(target_.scheduler_stack_bytes, target_.stack_bytes);
+  // A frame that leaves half the room the scheduler needs.
+  const uint32_t ints = (target_.stack_bytes - target_.scheduler_stack_bytes / 2) / 4 - 16;
+  const std::string source = absl::StrCat(
+      "#include <grosr/task.h>\n"
+      "struct A { int n; int* out; };\n"
+      "GROSR_TASK(near_limit, A) {\n"
+      "  volatile int local[", ints, "];\n"
+      "  for (int i = 0; i < args.n; ++i) local[i % ", ints, "] = i;\n"
+      "  *args.out = local[0];\n"
+      "}\n");
+  DeviceCodeTarget alone = target_;
+  alone.scheduler_stack_bytes = 0;
+  auto fits_alone = BuildTaskModule(*compiler_, alone, kernel_registers_, "tasks/near_limit.cu", source);
+  ASSERT_TRUE(fits_alone.ok()) << "the frame alone must fit: " << fits_alone.status();
+  auto module = Build("tasks/near_limit.cu", source);
+  ASSERT_FALSE(module.ok());
+  EXPECT_THAT(std::string(module.status().message()), HasSubstr("and the scheduler"));
+  std::printf("the scheduler needs %u bytes of stack around a task (services %u)\n",
+              target_.scheduler_stack_bytes, service_stack_bytes_);
 }
 
 TEST_F(DeviceCodeTest, RefusesASourceWithoutTasks) {

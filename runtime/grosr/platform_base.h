@@ -74,6 +74,16 @@ GROSR_HD GROSR_INLINE void Copy16(void* destination, const void* source,
 #endif
 }
 
+#if defined(__CUDACC__) || defined(__CUDACC_RTC__)
+// The calling thread's lane in its warp as the hardware numbers it (what
+// __activemask and __ffs of a lane mask refer to), whatever the block shape.
+__device__ GROSR_INLINE unsigned LaneId() {
+  unsigned lane;
+  asm volatile("mov.u32 %0, %%laneid;" : "=r"(lane));
+  return lane;
+}
+#endif
+
 // Nanoseconds on the GPU's global timer (the host's clock domain differs).
 GROSR_DEVICE GROSR_INLINE uint64_t GlobalTimerNs() {
 #if GROSR_ON_DEVICE

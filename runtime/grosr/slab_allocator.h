@@ -14,23 +14,28 @@
 //   pool bitmap: one bit per page, 1 = free page
 //   hints[class][shard]: page + 1 that allocations of a class try first
 //
-// Allocate(class): read a hint page and its generation; reserve a block by
-// fetch_add(1) on the page's state word; if the word's generation or class
-// is not the expected one, or the page is full, undo (Release) and move on;
-// otherwise a clear bit is certain to exist (invariant 2): find and set it.
-// A full hint page is replaced by a fresh page from the pool (CAS on the
+// AllocateBatch(class, n) (Allocate is a batch of one): read a hint page
+// and its generation; reserve up to n blocks by fetch_add(n) on the page's
+// state word; if the word's generation or class is not the expected one, or
+// the page is full, undo (Release) and move on; otherwise give back what
+// the page could not hold, and that many clear bits are certain to exist
+// (invariant 2): set them, as many per fetch_or as a bitmap word has. A
+// full hint page is replaced by a fresh page from the pool (CAS on the
 // hint; the loser gives its fresh page back). The winner then retires the
 // page it replaced if that page emptied meanwhile: its last free found it
-// still a hint and kept it.
-// Free(p): find the page, check class and alignment, clear the block's bit
-// with fetch_and (a bit already clear is a double free: counted, nothing
-// changes), then Release: fetch_sub(1) on the state word. Whoever brings
-// `live` to 0 on a page that is not a hint retires it: CAS to
-// {generation + 1, kFreePage, 0} and set its pool bit. A stale reserver
-// still holding a unit makes that CAS fail; its own undo then retires the
-// page. Because retiring bumps the generation, a reserver that read the
-// page before it was retired and reused can never take a block from the
-// page's next life.
+// still a hint and kept it (a seq_cst fence on both sides makes sure one
+// of them sees the other).
+// Free(p) / FreeBits(word, bits): find the page, check class and alignment,
+// clear the blocks' bits with one fetch_and (a bit already clear is a
+// double free: counted, nothing changes), then Release: fetch_sub(k) on the
+// state word. Whoever brings `live` to 0 on a page that is not a hint
+// retires it: CAS to {generation + 1, kFreePage, 0} and set its pool bit.
+// A stale reserver still holding a unit makes that CAS fail; its own undo
+// then retires the page. Because retiring bumps the generation, a reserver
+// that read the page before it was retired and reused can never take a
+// block from the page's next life. On the GPU, AllocateCoalesced and
+// FreeCoalesced let the lanes of a warp that ask together share one batch
+// or one fetch_and.
 //
 // Invariants:
 //   1. A page's pool bit is 1 only while its class is kFreePage and its live
@@ -144,58 +149,8 @@ struct SlabAllocator {
   // `shard` spreads callers over hint pages (e.g. the SM or warp index);
   // `salt` spreads them over bitmap words (e.g. the lane or thread index).
   GROSR_HD void* Allocate(uint64_t bytes, uint32_t shard, uint32_t salt) const {
-    if (bytes == 0) bytes = 1;
-    const uint32_t cls = ClassFor(bytes);
-    if (cls == 0) return AllocatePages(bytes, salt);
-    DeviceAtomic64 hint(hints[cls * kShards + shard % kShards]);
-    // No attempt limit: null only when the pool is empty and the hint did
-    // not move (a bounded loop returned null under a full grid's contention
-    // while pages were free). Each failed round means another thread took a
-    // block or replaced the hint: lock-free, not wait-free.
-    for (;;) {
-      uint64_t h = hint.load(kAcquire);
-      bool hint_in_class = false;  // the hint page served `cls` when read
-      uint32_t hint_generation = 0;
-      if (h != 0) {
-        const uint32_t page = static_cast<uint32_t>(h - 1);
-        const uint64_t seen = DeviceAtomic64(page_state[page]).load(kAcquire);
-        if (ClassOf(seen) == cls) {
-          hint_in_class = true;
-          hint_generation = GenerationOf(seen);
-          void* block = TakeBlock(page, cls, hint_generation, salt);
-          if (block != nullptr) return block;
-        }
-      }
-      // The hint page is full (or gone). If another thread replaced the
-      // hint meanwhile, try its page before taking one from the pool.
-      if (hint.load(kAcquire) != h) continue;
-      uint32_t fresh;
-      if (!TakePoolPages(1, salt + shard * 7919u, &fresh)) {
-        // The pool can be empty only for a moment, while racing threads
-        // hold fresh pages they give back: if the hint moved, its page may
-        // have room. Null only when it did not.
-        if (hint.load(kAcquire) != h) continue;
-        break;
-      }
-      DeviceAtomic64 state(page_state[fresh]);
-      const uint64_t old = state.load(kRelaxed);
-      // Class kFreePage -> cls, keeping transient reservations in `live`.
-      state.fetch_add(uint64_t{cls} << 32, kAcqRel);
-      const uint32_t generation = GenerationOf(old);
-      uint64_t expected = h;
-      if (!hint.compare_exchange_strong(expected, uint64_t{fresh} + 1, kAcqRel, kAcquire)) {
-        // Someone else replaced the hint first: give the fresh page back.
-        RetireIfEmpty(fresh, generation, cls);
-        continue;
-      }
-      // The page we stopped naming may have emptied while it was a hint
-      // (its last Release then kept it): retire it now, or nobody would.
-      if (hint_in_class) RetireIfEmpty(static_cast<uint32_t>(h - 1), hint_generation, cls);
-      void* block = TakeBlock(fresh, cls, generation, salt);
-      if (block != nullptr) return block;
-    }
-    DeviceAtomic64(counters->failed).fetch_add(1, kRelaxed);
-    return nullptr;
+    void* block = nullptr;
+    return AllocateBatch(bytes, 1, shard, salt, &block) == 1 ? block : nullptr;
   }
 
   // Up to `want` (1..64) blocks of `bytes` each for one caller that serves
@@ -213,13 +168,19 @@ struct SlabAllocator {
     if (cls == 0) {
       for (; got < want; ++got) {
         out[got] = AllocatePages(bytes, salt + got);
-        if (out[got] == nullptr) break;
+        if (out[got] == nullptr) {
+          // AllocatePages counted this one; the rest are missing too.
+          if (want - got > 1) DeviceAtomic64(counters->failed).fetch_add(want - got - 1, kRelaxed);
+          break;
+        }
       }
       return got;
     }
     DeviceAtomic64 hint(hints[cls * kShards + shard % kShards]);
-    // The same hint protocol as Allocate (see there), taking what the hint
-    // page can give each round.
+    // No attempt limit: a short batch only when the pool is empty and the
+    // hint did not move (a bounded loop returned null under a full grid's
+    // contention while pages were free). Each failed round means another
+    // thread took blocks or replaced the hint: lock-free, not wait-free.
     while (got < want) {
       uint64_t h = hint.load(kAcquire);
       bool hint_in_class = false;
@@ -234,23 +195,31 @@ struct SlabAllocator {
           if (got == want) break;
         }
       }
+      // The hint page is full (or gone). If another thread replaced the
+      // hint meanwhile, try its page before taking one from the pool.
       if (hint.load(kAcquire) != h) continue;
       uint32_t fresh;
       if (!TakePoolPages(1, salt + shard * 7919u, &fresh)) {
+        // The pool can be empty only for a moment, while racing threads
+        // hold fresh pages they give back: if the hint moved, its page may
+        // have room. Short only when it did not.
         if (hint.load(kAcquire) != h) continue;
         DeviceAtomic64(counters->failed).fetch_add(want - got, kRelaxed);
         return got;
       }
       DeviceAtomic64 state(page_state[fresh]);
       const uint64_t old = state.load(kRelaxed);
+      // Class kFreePage -> cls, keeping transient reservations in `live`.
       state.fetch_add(uint64_t{cls} << 32, kAcqRel);
       const uint32_t generation = GenerationOf(old);
       uint64_t expected = h;
       if (!hint.compare_exchange_strong(expected, uint64_t{fresh} + 1, kAcqRel, kAcquire)) {
+        // Someone else replaced the hint first: give the fresh page back.
         RetireIfEmpty(fresh, generation, cls);
         continue;
       }
-      if (hint_in_class) RetireIfEmpty(static_cast<uint32_t>(h - 1), hint_generation, cls);
+      // The page we stopped naming may have emptied while it was a hint.
+      if (hint_in_class) HintReplaced(static_cast<uint32_t>(h - 1), hint_generation, cls);
       got += TakeBlocks(fresh, cls, generation, want - got, salt, out + got);
     }
     return got;
@@ -263,7 +232,7 @@ struct SlabAllocator {
   // same-size requests costs about two atomics, not 64. `shard` as for
   // Allocate (e.g. the warp or SM index). Device only: warp intrinsics.
   __device__ void* AllocateCoalesced(uint64_t bytes, uint32_t shard) const {
-    const unsigned lane = threadIdx.x & 31u;
+    const unsigned lane = LaneId();
     const unsigned active = __activemask();
     const uint32_t cls = ClassFor(bytes == 0 ? 1 : bytes);
     const unsigned peers = __match_any_sync(active, cls);
@@ -282,6 +251,9 @@ struct SlabAllocator {
           __shfl_sync(peers, reinterpret_cast<uint64_t>(lane == leader ? blocks[i] : nullptr), leader);
       if (rank == i) mine = reinterpret_cast<void*>(block);
     }
+    // The shuffles order nothing: this makes the leader's acquire of the
+    // blocks (previous owners' writes) hold for every lane that uses one.
+    __syncwarp(peers);
     return mine;
   }
 #endif
@@ -290,28 +262,118 @@ struct SlabAllocator {
   // Returns kFreeOk or the reason the pointer was refused (counted).
   GROSR_HD uint32_t Free(void* pointer) const {
     if (pointer == nullptr) return kFreeOk;
+    const Located at = Locate(pointer);
+    if (at.status == kLocatedRun) return FreePages(at.page, at.offset, at.seen);
+    if (at.status != kFreeOk) return Refuse(at.status);
+    const uint64_t before = FreeBits(at.page, at.word, at.bit);
+    return (before & at.bit) != 0 ? kFreeOk : Refuse(kFreeDouble);
+  }
+
+  // Where a pointer's block lives. status: kFreeOk (a block of a size class:
+  // page, bitmap word index, bit), kLocatedRun (the head of a page run:
+  // page, offset, seen), or the reason to refuse it (not counted yet).
+  static constexpr uint32_t kLocatedRun = 0x10;
+  struct Located {
+    uint32_t status;
+    uint32_t page;
+    uint64_t offset;  // from the arena's start
+    uint64_t seen;    // the page's state word when looked at
+    uint64_t word;    // index into page_bits
+    uint64_t bit;
+  };
+  GROSR_HD Located Locate(const void* pointer) const {
+    Located at{kFreeOk, 0, 0, 0, 0, 0};
     const uint8_t* p = static_cast<const uint8_t*>(pointer);
     if (p < arena || p >= arena + (uint64_t{page_count} << page_shift)) {
-      return Refuse(kFreeForeign);
+      at.status = kFreeForeign;
+      return at;
     }
-    const uint64_t offset = static_cast<uint64_t>(p - arena);
-    const uint32_t page = static_cast<uint32_t>(offset >> page_shift);
-    const uint64_t seen = DeviceAtomic64(page_state[page]).load(kAcquire);
-    const uint32_t cls = ClassOf(seen);
-    if (cls == kLargeHead) return FreePages(page, offset, seen);
+    at.offset = static_cast<uint64_t>(p - arena);
+    at.page = static_cast<uint32_t>(at.offset >> page_shift);
+    at.seen = DeviceAtomic64(page_state[at.page]).load(kAcquire);
+    const uint32_t cls = ClassOf(at.seen);
+    if (cls == kLargeHead) {
+      at.status = kLocatedRun;
+      return at;
+    }
     if (cls == kFreePage || cls == kLargeTail || cls > class_count()) {
-      return Refuse(cls == kFreePage ? kFreeDouble : kFreeMisaligned);
+      at.status = cls == kFreePage ? kFreeDouble : kFreeMisaligned;
+      return at;
     }
-    const uint64_t in_page = offset & (page_bytes() - 1);
+    const uint64_t in_page = at.offset & (page_bytes() - 1);
     const uint64_t block_bytes = BlockBytes(cls);
-    if (in_page % block_bytes != 0) return Refuse(kFreeMisaligned);
+    if (in_page % block_bytes != 0) {
+      at.status = kFreeMisaligned;
+      return at;
+    }
     const uint64_t block = in_page / block_bytes;
-    const uint64_t bit = uint64_t{1} << (block % 64);
-    DeviceAtomic64 word(page_bits[uint64_t{page} * words_per_page + block / 64]);
-    const uint64_t before = word.fetch_and(~bit, kAcqRel);
-    if ((before & bit) == 0) return Refuse(kFreeDouble);
-    Release(page);
-    return kFreeOk;
+    at.bit = uint64_t{1} << (block % 64);
+    at.word = uint64_t{at.page} * words_per_page + block / 64;
+    return at;
+  }
+
+  // Clears `bits` (blocks of one page, in bitmap word `word`) with one
+  // fetch_and and releases as many units as were set. Returns the word as
+  // it was: a bit of `bits` clear there was not allocated (a double free,
+  // for the caller to refuse).
+  GROSR_HD uint64_t FreeBits(uint32_t page, uint64_t word, uint64_t bits) const {
+    const uint64_t before = DeviceAtomic64(page_bits[word]).fetch_and(~bits, kAcqRel);
+    const uint64_t freed = before & bits;
+    if (freed != 0) Release(page, PopCount(freed));
+    return before;
+  }
+
+#if defined(__CUDACC__) || defined(__CUDACC_RTC__)
+  // Free from every calling lane. Lanes whose blocks share a bitmap word
+  // clear their bits with one fetch_and and one release (the lowest of them
+  // does it), so a warp freeing the blocks one AllocateCoalesced gave it
+  // does not contend on that word 32 times. The same checks and results as
+  // Free, lane by lane (two lanes freeing one block: the second is a double
+  // free). Device only: warp intrinsics.
+  __device__ uint32_t FreeCoalesced(void* pointer) const {
+    const unsigned lane = LaneId();
+    const unsigned active = __activemask();
+    const Located at = pointer != nullptr ? Locate(pointer) : Located{kFreeForeign, 0, 0, 0, 0, 0};
+    const bool small = pointer != nullptr && at.status == kFreeOk;
+    // Lanes that do not free a class block get keys no other lane has.
+    const unsigned long long key = small ? at.word : ~0ull - lane;
+    const unsigned peers = __match_any_sync(active, key);
+    if (pointer == nullptr) return kFreeOk;
+    if (!small) return at.status == kLocatedRun ? FreePages(at.page, at.offset, at.seen)
+                                                : Refuse(at.status);
+    // Two lanes with one block: only the lowest frees it.
+    const unsigned same_block = __match_any_sync(peers, at.bit);
+    const bool first = lane == static_cast<unsigned>(__ffs(same_block) - 1);
+    const unsigned leader = __ffs(peers) - 1;
+    const uint64_t mine = first ? at.bit : 0;
+#if __CUDA_ARCH__ >= 800
+    const uint64_t bits =
+        static_cast<uint64_t>(__reduce_or_sync(peers, static_cast<unsigned>(mine))) |
+        (static_cast<uint64_t>(__reduce_or_sync(peers, static_cast<unsigned>(mine >> 32))) << 32);
+#else
+    uint64_t bits = 0;  // no warp reductions before sm_80
+    for (unsigned m = peers; m != 0; m &= m - 1) bits |= __shfl_sync(peers, mine, __ffs(m) - 1);
+#endif
+    // Every lane's writes to its block come before the leader's release
+    // (the shuffles and reductions above order no memory).
+    __syncwarp(peers);
+    uint64_t before = 0;
+    if (lane == leader) before = FreeBits(at.page, at.word, bits);
+    before = __shfl_sync(peers, before, leader);
+    return first && (before & at.bit) != 0 ? kFreeOk : Refuse(kFreeDouble);
+  }
+#endif
+
+  GROSR_HD static uint32_t PopCount(uint64_t bits) {
+#if GROSR_ON_DEVICE
+    return static_cast<uint32_t>(__popcll(bits));
+#elif defined(__CUDACC_RTC__)
+    uint32_t n = 0;
+    for (; bits != 0; bits &= bits - 1) ++n;
+    return n;
+#else
+    return static_cast<uint32_t>(__builtin_popcountll(bits));
+#endif
   }
 
   // --- internals -----------------------------------------------------------
@@ -322,40 +384,6 @@ struct SlabAllocator {
       DeviceAtomic64(counters->invalid_frees).fetch_add(1, kRelaxed);
     }
     return reason;
-  }
-
-  // Reserves a block on `page` (class `cls`, generation `generation`) and
-  // sets its bit; null when the page is full or no longer that page.
-  GROSR_HD void* TakeBlock(uint32_t page, uint32_t cls, uint32_t generation,
-                           uint32_t salt) const {
-    DeviceAtomic64 state(page_state[page]);
-    const uint64_t before = state.fetch_add(1, kAcqRel);
-    const uint32_t capacity = BlocksPerPage(cls);
-    if (GenerationOf(before) != (generation & 0xffffff) || ClassOf(before) != cls ||
-        LiveOf(before) >= capacity) {
-      Release(page);
-      return nullptr;
-    }
-    // A clear bit exists (invariant 2); others may take the one we see.
-    const uint32_t words = (capacity + 63) / 64;
-    uint64_t* bits = page_bits + uint64_t{page} * words_per_page;
-    for (uint32_t round = 0;; ++round) {
-      const uint32_t w = (salt + round) % words;
-      DeviceAtomic64 word(bits[w]);
-      uint64_t value = word.load(kRelaxed);
-      const uint32_t valid = capacity - w * 64 >= 64 ? 64 : capacity - w * 64;
-      const uint64_t mask = valid == 64 ? ~uint64_t{0} : ((uint64_t{1} << valid) - 1);
-      while ((~value & mask) != 0) {
-        const uint64_t free_bits = ~value & mask;
-        const uint64_t bit = free_bits & (~free_bits + 1);  // lowest clear bit
-        value = word.fetch_or(bit, kAcqRel);
-        if ((value & bit) == 0) {
-          const uint64_t index = uint64_t{w} * 64 + Log2(bit);
-          return arena + (uint64_t{page} << page_shift) + index * BlockBytes(cls);
-        }
-      }
-      if (round > 0 && round % words == 0) SpinPause(32);
-    }
   }
 
   // Reserves up to `want` blocks on `page` (class `cls`, generation
@@ -416,6 +444,10 @@ struct SlabAllocator {
   GROSR_HD void Release(uint32_t page, uint32_t units = 1) const {
     const uint64_t before = DeviceAtomic64(page_state[page]).fetch_sub(units, kAcqRel);
     if (LiveOf(before) == units) {
+      // Pairs with the fence after a hint CAS (HintReplaced): of this
+      // release and that replacement, at least one sees the other, so an
+      // emptied page that stops being a hint is always retired.
+      SeqCstFence();
       const uint32_t cls = ClassOf(before);
       if (cls != kFreePage && cls <= class_count()) RetireIfEmpty(page, GenerationOf(before), cls);
     }
@@ -423,19 +455,25 @@ struct SlabAllocator {
 
   // Whether a hint of `cls` names `page`. Relaxed: it only keeps a hint's
   // page for its shard. A page retired while a hint names it is safe: every
-  // allocator sees it is no longer in its class and takes a fresh page.
-  // Known gap (also with acquire loads): when the last free of a page races
-  // with the CAS that stops naming it, each side can miss the other's write
-  // (store buffering) and neither retires it: the page stays in its class,
-  // empty, until a hint names it again. A seq_cst fence between the
-  // fetch_sub and IsHint in Release, and between the hint CAS and
-  // RetireIfEmpty in the allocation paths, would close it.
+  // allocator sees it is no longer in its class and takes a fresh page. A
+  // page kept because a hint named it is retired by the one that replaces
+  // the hint (HintReplaced; the seq_cst fences there and in Release make
+  // sure one of the two sees the other).
   GROSR_HD bool IsHint(uint32_t page, uint32_t cls) const {
     uint64_t* const mine = hints + cls * kShards;
     for (uint32_t s = 0; s < kShards; ++s) {
       if (DeviceAtomic64(mine[s]).load(kRelaxed) == uint64_t{page} + 1) return true;
     }
     return false;
+  }
+
+  // After a CAS that stopped a hint naming `page`: retire the page if it
+  // emptied while it was the hint (its last Release kept it then). The
+  // fence pairs with Release's (store buffering: without both, the last
+  // Release could read the old hint and this could read the old count).
+  GROSR_HD void HintReplaced(uint32_t page, uint32_t generation, uint32_t cls) const {
+    SeqCstFence();
+    RetireIfEmpty(page, generation, cls);
   }
 
   // Returns an empty page that is no hint to the pool.

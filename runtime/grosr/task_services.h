@@ -58,7 +58,8 @@ __device__ __noinline__ void* AllocateService(TaskContext* ctx, uint64_t bytes) 
 
 __device__ __noinline__ bool FreeService(TaskContext* ctx, void* pointer) {
   const SchedulerState& s = StateOf(ctx);
-  const uint32_t result = s.heap.Free(pointer);
+  // Lanes freeing into one bitmap word together share one fetch_and.
+  const uint32_t result = s.heap.FreeCoalesced(pointer);
   if (result == SlabAllocator::kFreeOk) return true;
   const uint32_t code = result == SlabAllocator::kFreeForeign      ? kBadFreeForeign
                         : result == SlabAllocator::kFreeMisaligned ? kBadFreeMisaligned
