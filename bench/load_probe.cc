@@ -5,6 +5,7 @@
 //                                                   or LAZY to compare)
 //   load_probe --dump-cubin T --dump-scheduler S    writes a task module's and
 //                                                   the scheduler's cubins (no GPU)
+//   load_probe --task-source F.cu --dump-cubin T    the task module built from F.cu
 //
 // Each row is the median (and max) over --repeat rounds, in microseconds:
 //   idle/*         module and library calls with no kernel running
@@ -23,6 +24,7 @@
 #include <chrono>
 #include <cstdio>
 #include <fstream>
+#include <iterator>
 #include <string>
 #include <thread>
 #include <vector>
@@ -255,18 +257,28 @@ class Probe {
 int Main(int argc, char** argv) {
   int repeat = 15;
   uint64_t heap_gib = 8;
-  std::string dump, dump_scheduler;
+  std::string dump, dump_scheduler, task_file;
   for (int i = 1; i + 1 < argc; i += 2) {
     std::string flag = argv[i];
     if (flag == "--repeat") (void)absl::SimpleAtoi(argv[i + 1], &repeat);
     if (flag == "--heap-gib") (void)absl::SimpleAtoi(argv[i + 1], &heap_gib);
     if (flag == "--dump-cubin") dump = argv[i + 1];
     if (flag == "--dump-scheduler") dump_scheduler = argv[i + 1];
+    if (flag == "--task-source") task_file = argv[i + 1];
+  }
+  std::string task_source = kTaskSource;
+  if (!task_file.empty()) {
+    std::ifstream in(task_file);
+    if (!in) {
+      std::fprintf(stderr, "load_probe: cannot read %s\n", task_file.c_str());
+      return 1;
+    }
+    task_source.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
   }
   std::unique_ptr<Compiler> compiler = Value(Compiler::Create({}), "compiler");
   DeviceCodeTarget target;
   TaskModuleImage task =
-      Value(BuildTaskModule(*compiler, target, 255, "probe.cu", kTaskSource), "task module");
+      Value(BuildTaskModule(*compiler, target, 255, "probe.cu", task_source), "task module");
   std::printf("task module cubin: %zu bytes\n", task.cubin.size());
   if (!dump.empty() || !dump_scheduler.empty()) {  // for cuobjdump / nvdisasm; no GPU needed
     if (!dump.empty()) std::ofstream(dump, std::ios::binary) << task.cubin;

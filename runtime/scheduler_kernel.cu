@@ -44,28 +44,15 @@ namespace {
 
 constexpr unsigned kFullMask = 0xffffffffu;
 
-// Per-warp state in shared memory. What the worker loop keeps across a
-// task call lives here, not in registers: registers live across the
-// indirect call count against the kernel's budget.
+// Per-warp state in shared memory: the task's context, the queue tickets,
+// the continuation slots and the batch (what tasks and SaveWork read by
+// address). The worker loop's own state is in registers (Dispatcher).
 struct WarpScratch {
   TaskContext ctx;
   uint64_t next_ticket;      // queue head tickets taken, not read yet:
   uint32_t tickets;          //   [next_ticket, next_ticket + tickets)
-  TaskId last_published;     // last id written to last_task
-  uint64_t sequence;         // tasks started (heartbeat)
   uint32_t ahead;            // while waiting: tasks to be produced before ours
   uint32_t waits;            //   and polls since `ahead` was read
-  // The dispatch table entry of the task id run last. The table changes only
-  // while no kernel runs (tasks load between launches), so an entry read
-  // once stays valid for the launch: a chain of one task id costs no table
-  // or info load per step.
-  TaskEntry cached_entry;
-  TaskId cached_id;
-  uint32_t cached_arg_bytes;
-  // Lane 0: the status of the chain running (its first failure), which the
-  // host's ticket gets when the chain ends. Here, not in a register, so a
-  // park inside the chain can save it with the continuation.
-  uint32_t chain_status;
   TaskDescriptor continuation[2];
   TaskDescriptor batch[kBatch];
 };
@@ -269,7 +256,8 @@ __device__ void RunControl(const SchedulerState& s) {
 // Workers
 // ---------------------------------------------------------------------------
 
-// Per-warp tallies kept in lane 0's registers and flushed in batches.
+// Per-warp tallies, kept in registers (the same in every lane: called by
+// the whole warp, only lane 0 does the atomics) and flushed in batches.
 struct Tally {
   uint32_t finished_group = 0;  // group of the finished tasks counted below
   uint32_t finished = 0;
@@ -281,27 +269,29 @@ struct Tally {
   // Finish) then reads statistics that count every task of it.
   __device__ void FlushFinished(const SchedulerState& s) {
     FlushStats(s);
-    s.completion.Finish(finished_group, finished);
+    if (Lane() == 0) s.completion.Finish(finished_group, finished);
     finished = 0;
   }
   __device__ void FlushStats(const SchedulerState& s) {
-    if (stats_id < s.table_capacity) {
-      if (completed) DeviceAtomic64(s.counters[stats_id].completed).fetch_add(completed, kRelaxed);
-      if (failed) DeviceAtomic64(s.counters[stats_id].failed).fetch_add(failed, kRelaxed);
-    } else if (completed + failed > 0) {
-      DeviceAtomic64(*s.invalid_dispatches).fetch_add(completed + failed, kRelaxed);
+    if (Lane() == 0) {
+      if (stats_id < s.table_capacity) {
+        if (completed) DeviceAtomic64(s.counters[stats_id].completed).fetch_add(completed, kRelaxed);
+        if (failed) DeviceAtomic64(s.counters[stats_id].failed).fetch_add(failed, kRelaxed);
+      } else if (completed + failed > 0) {
+        DeviceAtomic64(*s.invalid_dispatches).fetch_add(completed + failed, kRelaxed);
+      }
     }
     completed = failed = 0;
   }
   __device__ void Flush(const SchedulerState& s) { FlushFinished(s); }
-  __device__ void CountOutcome(const SchedulerState& s, TaskId id, uint32_t status) {
+  __device__ GROSR_INLINE void CountOutcome(const SchedulerState& s, TaskId id, uint32_t status) {
     if (id != stats_id) {
       FlushStats(s);
       stats_id = id;
     }
     if (status == kTaskOk) ++completed; else ++failed;
   }
-  __device__ void CountFinished(const SchedulerState& s, uint32_t group) {
+  __device__ GROSR_INLINE void CountFinished(const SchedulerState& s, uint32_t group) {
     if (group != finished_group) {
       FlushFinished(s);
       finished_group = group;
@@ -377,14 +367,18 @@ __device__ uint32_t WaitBackoffNs(const SchedulerState& s, WarpScratch* w) {
 // next launch reads them.
 __device__ void SaveWork(const SchedulerState& s, uint32_t worker, const WarpScratch* w,
                          const TaskDescriptor* first, uint32_t count,
-                         const TaskDescriptor* chain) {
+                         const TaskDescriptor* chain, uint32_t chain_ticket,
+                         uint32_t chain_status) {
   WorkerSave& save = s.saves[worker];
   const unsigned lane = Lane();
   const uint32_t at = chain != nullptr ? 1 : 0;
   for (uint32_t i = lane; i < count; i += 32) save.items[at + i] = first[i];
   if (lane == 0) {
-    if (chain != nullptr) save.items[0] = *chain;
-    save.chain_status = chain != nullptr ? w->chain_status : kTaskOk;
+    if (chain != nullptr) {
+      save.items[0] = *chain;
+      save.items[0].ticket = chain_ticket;  // the ticket travels in a register
+    }
+    save.chain_status = chain != nullptr ? chain_status : kTaskOk;
     save.count = count + at;
     save.tickets = w->tickets;
     save.first_ticket = w->next_ticket;
@@ -426,73 +420,95 @@ __device__ void CompleteTicket(const SchedulerState& s, uint32_t ticket, uint32_
   SystemAtomic32(record.ticket).store(ticket, kRelease);
 }
 
-// Runs one task (not its continuation) with the whole warp; returns its
-// completion code. `next` receives a continuation if the task makes one.
-__device__ uint32_t Dispatch(const SchedulerState& s, WarpScratch* w,
-                             const TaskDescriptor* task, TaskDescriptor* next,
-                             uint32_t worker) {
-  const unsigned lane = Lane();
-  const TaskId id = task->task_id;
-  TaskEntry entry = w->cached_entry;
-  uint32_t expected = w->cached_arg_bytes;
-  const bool cached = id == w->cached_id;
-  if (!cached) {
-    entry = id < s.table_capacity ? s.table[id] : nullptr;
-    if (entry != nullptr) expected = s.info[id].arg_bytes;
-  }
-  uint32_t code = kTaskOk;
-  if (entry == nullptr) {
-    code = kUnknownTask;
-  } else if (expected != kAnyArgBytes && expected != task->arg_bytes) {
-    code = kBadArguments;
-  }
-  __syncwarp();  // every lane has read the cache before lane 0 rewrites it
-  if (lane == 0) {
-    if (!cached && entry != nullptr) {
-      w->cached_entry = entry;
-      w->cached_id = id;
-      w->cached_arg_bytes = expected;
-    }
+// What a worker keeps in registers from task to task, the same in every
+// lane (no lane-0 branch and no shared-memory round trip per task: a chain
+// step is a few tens of instructions of one warp, and each dependent load
+// or reconvergence shows in its latency).
+struct Dispatcher {
+  // The dispatch table entry of the id run last. The table changes only
+  // while no kernel runs (tasks load between launches), so an entry read
+  // once stays valid for the launch: a chain of one task id costs no table
+  // or info load per step.
+  TaskEntry entry = nullptr;
+  TaskId entry_id = 0xffffffffu;  // none yet
+  uint32_t entry_arg_bytes = 0;
+  uint64_t sequence = 0;          // tasks started (heartbeat)
+  WorkerHeartbeat* beat = nullptr;
+};
+
+// Makes `id` the dispatcher's entry; kUnknownTask when nothing is installed
+// under it (the previous entry stays). Between tasks only: it rewrites the
+// context's task id.
+__device__ GROSR_INLINE uint32_t LookUp(const SchedulerState& s, WarpScratch* w, Dispatcher* d,
+                                        TaskId id, uint32_t worker) {
+  const TaskEntry entry = id < s.table_capacity ? s.table[id] : nullptr;
+  if (entry == nullptr) return kUnknownTask;
+  d->entry = entry;
+  d->entry_id = id;
+  d->entry_arg_bytes = s.info[id].arg_bytes;
+  if (Lane() == 0) {
     w->ctx.task_id = id;
-    w->ctx.group = task->group;
-    w->ctx.status = code;
-    w->ctx.has_next = 0;
-    w->ctx.next = next;
-    if (code == kTaskOk) {
-      s.heartbeats[worker] = WorkerHeartbeat{id, 1, ++w->sequence};
-      if (id != w->last_published) {
-        // Pinned: readable by the host even after a fault kills the context.
-        SystemAtomic32(s.last_task[worker]).store(id, kRelaxed);
-        w->last_published = id;
-      }
-    }
+    // Pinned: readable by the host even after a fault kills the context.
+    SystemAtomic32(s.last_task[worker]).store(id, kRelaxed);
   }
-  __syncwarp();
-  if (code != kTaskOk) return code;
-  entry(&w->ctx, task->args);
-  __syncwarp();
-  return w->ctx.status;
+  return kTaskOk;
+}
+
+// Runs one task (not its continuation) with the whole warp. Returns its
+// completion code and, in *has_next, whether it made a continuation in
+// `next` (then() overwrites the slot, clearing kContinuationEmpty). A task
+// refused before running (unknown id, wrong argument size) makes none.
+__device__ GROSR_INLINE uint32_t RunTask(const SchedulerState& s, WarpScratch* w, Dispatcher* d,
+                                         TaskId id, uint32_t arg_bytes, const TaskDescriptor* task,
+                                         TaskDescriptor* next, uint32_t worker, bool* has_next) {
+  *has_next = false;
+  if (id != d->entry_id) {
+    const uint32_t code = LookUp(s, w, d, id, worker);
+    if (code != kTaskOk) return code;
+  }
+  if (d->entry_arg_bytes != kAnyArgBytes && d->entry_arg_bytes != arg_bytes) return kBadArguments;
+  ++d->sequence;
+  if (Lane() == 0) {
+    next->flags = kContinuationEmpty;
+    w->ctx.next = next;
+    *d->beat = WorkerHeartbeat{id, 1, d->sequence};
+  }
+  __syncwarp();  // the context and the slot are written before any lane runs
+  d->entry(&w->ctx, task->args);
+  __syncwarp();  // every lane has returned: its writes (fail, then) are seen
+  const uint32_t status = w->ctx.status;
+  *has_next = next->flags != kContinuationEmpty;
+  if (status != kTaskOk) {
+    __syncwarp();  // every lane has read the status before lane 0 clears it
+    if (Lane() == 0) w->ctx.status = kTaskOk;
+  }
+  return status;
 }
 
 __device__ void RunWorker(const SchedulerState& s, WarpScratch* w, uint32_t worker) {
   const unsigned lane = Lane();
-  if (lane == 0) InstallTaskServices(&w->ctx, s, worker);
+  if (lane == 0) {
+    InstallTaskServices(&w->ctx, s, worker);
+    w->ctx.status = kTaskOk;
+    w->ctx.task_id = 0xffffffffu;
+  }
   // Work saved by the previous launch comes first.
   WorkerSave& save = s.saves[worker];
   uint32_t count = save.count;
+  // The status of the chain running (its first failure), which the host's
+  // ticket gets when the chain ends: of batch[0], if that is a saved
+  // continuation, and kTaskOk between chains.
+  uint32_t chain_status = save.chain_status;
   for (uint32_t i = lane; i < count; i += 32) w->batch[i] = save.items[i];
+  Dispatcher d;
+  d.beat = &s.heartbeats[worker];
+  d.sequence = d.beat->sequence;
   __syncwarp();  // every lane has read the save before lane 0 clears it
   if (lane == 0) {
-    w->chain_status = save.chain_status;  // of batch[0], if a continuation
     w->next_ticket = save.first_ticket;
     w->tickets = save.tickets;
-    w->sequence = s.heartbeats[worker].sequence;
-    w->last_published = 0xffffffffu;
     w->ahead = 0;
     w->waits = 0;
-    w->cached_id = 0xffffffffu;
-    w->cached_entry = nullptr;
-    w->cached_arg_bytes = 0;
     save.count = 0;
     save.tickets = 0;
     save.chain_status = kTaskOk;
@@ -504,7 +520,7 @@ __device__ void RunWorker(const SchedulerState& s, WarpScratch* w, uint32_t work
   bool idle_marked = false;
   for (;;) {
     if (position == count) {
-      if (lane == 0) tally.Flush(s);
+      tally.Flush(s);
       position = 0;
       const bool need_tickets = w->tickets == 0;
       __syncwarp();  // every lane has read w before lane 0 rewrites it
@@ -516,10 +532,10 @@ __device__ void RunWorker(const SchedulerState& s, WarpScratch* w, uint32_t work
       if (count == 0) {
         // Waiting for tasks owed to this warp's tickets.
         if (Interrupted(s) && ParkOrExit(s, worker)) {
-          SaveWork(s, worker, w, nullptr, 0, /*chain=*/nullptr);
+          SaveWork(s, worker, w, nullptr, 0, /*chain=*/nullptr, 0, kTaskOk);
           break;
         }
-        if (lane == 0 && !idle_marked) s.heartbeats[worker].busy = 0;
+        if (lane == 0 && !idle_marked) d.beat->busy = 0;
         idle_marked = true;
         SpinPause(WaitBackoffNs(s, w));
         continue;
@@ -527,58 +543,54 @@ __device__ void RunWorker(const SchedulerState& s, WarpScratch* w, uint32_t work
       idle_marked = false;
     }
     const TaskDescriptor* current = &w->batch[position++];
-    uint32_t flip = 0;
     // A continuation replaces its task: the host's ticket moves along the
-    // chain and completes when the chain ends, with its first failure
-    // (w->chain_status, kTaskOk between chains).
+    // chain and completes when the chain ends, with its first failure. The
+    // group stays too (then() copies the context's).
+    const uint32_t ticket = current->ticket;
+    const uint32_t group = current->group;
+    TaskId id = current->task_id;
+    uint32_t arg_bytes = current->arg_bytes;
+    if (lane == 0) w->ctx.group = group;
+    uint32_t flip = 0;
     for (uint32_t until_stop_check = s.stop_check_interval;;) {
       TaskDescriptor* next = &w->continuation[flip];
-      uint32_t status = Dispatch(s, w, current, next, worker);
-      const bool has_next = w->ctx.has_next != 0;
-      if (lane == 0) {
-        if (status != kTaskOk) {
-          s.ReportError(current->task_id, status, current->ticket, worker);
-          if (w->chain_status == kTaskOk) w->chain_status = status;
-        }
-        tally.CountOutcome(s, current->task_id, status);
-        if (has_next) {
-          next->ticket = current->ticket;
-        } else {
-          if (current->ticket != 0) {
-            tally.FlushStats(s);  // Stats() after Wait() counts this task
-            CompleteTicket(s, current->ticket, w->chain_status);
-          }
-          w->chain_status = kTaskOk;
-          tally.CountFinished(s, current->group);
-        }
+      bool has_next;
+      const uint32_t status = RunTask(s, w, &d, id, arg_bytes, current, next, worker, &has_next);
+      if (status != kTaskOk) {
+        if (lane == 0) s.ReportError(id, status, ticket, worker);
+        if (chain_status == kTaskOk) chain_status = status;
       }
-      // Lane 0 rewrites the context for the next task only after every
-      // lane has read has_next.
-      __syncwarp();
-      if (!has_next) break;
+      tally.CountOutcome(s, id, status);
+      if (!has_next) {
+        if (ticket != 0) {
+          tally.FlushStats(s);  // Stats() after Wait() counts this task
+          if (lane == 0) CompleteTicket(s, ticket, chain_status);
+        }
+        chain_status = kTaskOk;
+        tally.CountFinished(s, group);
+        break;
+      }
       current = next;
+      id = next->task_id;
+      arg_bytes = next->arg_bytes;
       flip ^= 1;
       if (--until_stop_check != 0) continue;
       until_stop_check = s.stop_check_interval;
       if (Interrupted(s) && ParkOrExit(s, worker)) {
-        __syncwarp();
-        SaveWork(s, worker, w, &w->batch[position], count - position, /*chain=*/current);
-        if (lane == 0) {
-          tally.Flush(s);
-          s.heartbeats[worker].busy = 0;
-        }
+        SaveWork(s, worker, w, &w->batch[position], count - position, /*chain=*/current, ticket,
+                 chain_status);
+        tally.Flush(s);
+        if (lane == 0) d.beat->busy = 0;
         return;
       }
     }
     if (position < count && position % 8 == 0 && Interrupted(s) && ParkOrExit(s, worker)) {
-      SaveWork(s, worker, w, &w->batch[position], count - position, /*chain=*/nullptr);
+      SaveWork(s, worker, w, &w->batch[position], count - position, /*chain=*/nullptr, 0, kTaskOk);
       break;
     }
   }
-  if (lane == 0) {
-    tally.Flush(s);
-    s.heartbeats[worker].busy = 0;
-  }
+  tally.Flush(s);
+  if (lane == 0) d.beat->busy = 0;
 }
 
 }  // namespace

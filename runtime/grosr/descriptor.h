@@ -37,12 +37,17 @@ enum : uint32_t {
 struct alignas(16) TaskDescriptor {
   TaskId task_id;
   uint16_t arg_bytes;   // how many bytes of `args` are meaningful
-  uint16_t flags;       // reserved, zero
+  uint16_t flags;       // zero, but see kContinuationEmpty
   uint32_t group;       // completion group; 0 is the default group
   uint32_t ticket;      // low 32 bits of the host's ticket; 0: not tracked
   uint8_t args[kMaxInlineArgBytes];
 };
 static_assert(sizeof(TaskDescriptor) == 64, "descriptor must stay 64 bytes");
+
+// The scheduler marks a warp's continuation slot with this flag before a
+// task runs; then() overwrites the whole slot (flags 0). A slot still
+// marked when the task returns holds no continuation.
+constexpr uint16_t kContinuationEmpty = 1;
 
 // What the loader knows of each installed task.
 struct TaskInfo {

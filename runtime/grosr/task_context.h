@@ -57,7 +57,6 @@ struct TaskContext {
   TaskId task_id;
   uint32_t group;
   uint32_t status;       // first failure code reported, 0 if none
-  uint32_t has_next;     // then() was called
 
 #if defined(__CUDACC__) || defined(__CUDACC_RTC__)
   // Lane of the calling thread within the warp, 0..31.
@@ -107,8 +106,7 @@ struct TaskContext {
     if (lane() == static_cast<unsigned>(__ffs(mask) - 1)) {
       TaskDescriptor item;
       Fill(&item, id, args);
-      Copy16(next, &item, sizeof(TaskDescriptor));
-      has_next = 1;
+      Copy16(next, &item, sizeof(TaskDescriptor));  // flags 0: the slot is taken
     }
     __syncwarp(mask);
   }
