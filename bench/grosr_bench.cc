@@ -214,6 +214,18 @@ GROSR_TASK(chain_pure, PureArgs) {
     *args.steps = args.done + 1;
   }
 }
+// The pure chain alternating between two tasks: every step is a
+// continuation to another task id, which the scheduler dispatches (a
+// continuation to the task itself runs in place, in the task's own loop).
+struct AltArgs { unsigned left; unsigned done; unsigned other; unsigned pad; unsigned* steps; };
+#define GROSR_BENCH_ALT_BODY                                                           \
+  if (args.left > 1) {                                                                 \
+    ctx.then(args.other, AltArgs{args.left - 1, args.done + 1, ctx.self(), 0, args.steps}); \
+  } else if (ctx.lane() == 0) {                                                        \
+    *args.steps = args.done + 1;                                                       \
+  }
+GROSR_TASK(chain_alt_a, AltArgs) { GROSR_BENCH_ALT_BODY }
+GROSR_TASK(chain_alt_b, AltArgs) { GROSR_BENCH_ALT_BODY }
 // The pure chain, timed on the GPU: SM cycles and global-timer ns between
 // the first and the last step (the chain stays on one warp, so one SM).
 struct ClockArgs { unsigned left; unsigned pad; unsigned long long cycles0; unsigned long long ns0;
@@ -275,6 +287,10 @@ struct StepArgs {
 };
 struct PureArgs {
   uint32_t left, done;
+  uint32_t* steps;
+};
+struct AltArgs {
+  uint32_t left, done, other, pad;
   uint32_t* steps;
 };
 struct TreeArgs {
@@ -448,8 +464,11 @@ void RunGrosr(int pings, bool pingpong, bool hotload, bool chains_only,
     results->push_back(ExperimentA(ping, (ProcessCpuMicros() - cpu0) / pings, 1));
   }
 
+  // The argument shape each chain task takes.
+  enum class Shape { kStep, kPure, kAlternating };
+  const TaskId alt_b = Value(runtime->Find("chain_alt_b"), "find");
   auto run_chain = [&](TaskId task, uint32_t steps, const char* name, const char* note,
-                       bool pure = false) {
+                       Shape shape = Shape::kStep) {
     std::vector<double> per_step, cpu;
     for (int rep = 0; rep < 5; ++rep) {
       uint32_t zero = 0;
@@ -457,8 +476,10 @@ void RunGrosr(int pings, bool pingpong, bool hotload, bool chains_only,
       const double cpu_start = ProcessCpuMicros();
       auto start = Clock::now();
       auto* out = reinterpret_cast<uint32_t*>(counter);
-      TaskHandle h = Value(pure ? runtime->Submit(task, PureArgs{steps, 0, out})
-                                : runtime->Submit(task, StepArgs{steps, out}),
+      TaskHandle h = Value(shape == Shape::kPure ? runtime->Submit(task, PureArgs{steps, 0, out})
+                           : shape == Shape::kAlternating
+                               ? runtime->Submit(task, AltArgs{steps, 0, alt_b, 0, out})
+                               : runtime->Submit(task, StepArgs{steps, out}),
                            "submit");
       BENCH_CHECK(runtime->Wait(h));
       BENCH_CHECK(runtime->Drain());
@@ -476,9 +497,14 @@ void RunGrosr(int pings, bool pingpong, bool hotload, bool chains_only,
     results->push_back(ExperimentA(r, cpu[cpu.size() / 2], 2.0 / steps));  // Wait + Drain
   };
   run_chain(chain_then, 1000000, "grosr_chain_then",
-            "1M dependent steps, ctx.then (continuation on the warp), per step");
+            "1M dependent steps, ctx.then(self) (continuation on the warp, in place), per step");
   run_chain(chain_pure, 1000000, "grosr_chain_pure",
-            "1M dependent steps, ctx.then, no memory traffic in the task, per step", true);
+            "1M dependent steps, ctx.then(self), no memory traffic in the task, per step",
+            Shape::kPure);
+  run_chain(Value(runtime->Find("chain_alt_a"), "find"), 1000000, "grosr_chain_alternating",
+            "1M dependent steps alternating between two tasks (ctx.then(other), each step "
+            "dispatched by the scheduler on the warp), no memory traffic, per step",
+            Shape::kAlternating);
   double sm_mhz = 0;
   {
     // Cycles per dependent step, measured on the SM, and the clock it ran at.
@@ -496,7 +522,7 @@ void RunGrosr(int pings, bool pingpong, bool hotload, bool chains_only,
       mhz.push_back(out[1] > 0 ? static_cast<double>(out[0]) * 1e3 / static_cast<double>(out[1]) : 0);
     }
     Result c = Summarize("grosr_chain_cycles", cycles,
-                         "SM cycles per ctx.then step (clock64 on the chain's SM)");
+                         "SM cycles per ctx.then(self) step (clock64 on the chain's SM)");
     c.unit = "cycles";
     c.experiment = "A";
     results->push_back(c);

@@ -284,11 +284,15 @@ struct Tally {
     completed = failed = 0;
   }
   __device__ void Flush(const SchedulerState& s) { FlushFinished(s); }
-  __device__ GROSR_INLINE void CountOutcome(const SchedulerState& s, TaskId id, uint32_t status) {
+  // A dispatch of `id`: its last step ended with `status`; `self_steps`
+  // steps before it ran in place and completed.
+  __device__ GROSR_INLINE void CountOutcome(const SchedulerState& s, TaskId id, uint32_t status,
+                                            uint32_t self_steps) {
     if (id != stats_id) {
       FlushStats(s);
       stats_id = id;
     }
+    completed += self_steps;
     if (status == kTaskOk) ++completed; else ++failed;
   }
   __device__ GROSR_INLINE void CountFinished(const SchedulerState& s, uint32_t group) {
@@ -454,35 +458,48 @@ __device__ GROSR_INLINE uint32_t LookUp(const SchedulerState& s, WarpScratch* w,
   return kTaskOk;
 }
 
-// Runs one task (not its continuation) with the whole warp. Returns its
-// completion code and, in *has_next, whether it made a continuation in
-// `next` (then() overwrites the slot, clearing kContinuationEmpty). A task
-// refused before running (unknown id, wrong argument size) makes none.
-__device__ GROSR_INLINE uint32_t RunTask(const SchedulerState& s, WarpScratch* w, Dispatcher* d,
-                                         TaskId id, uint32_t arg_bytes, const TaskDescriptor* task,
-                                         TaskDescriptor* next, uint32_t worker, bool* has_next) {
-  *has_next = false;
+// What running a task gave.
+struct Ran {
+  uint32_t status;          // the completion code of its last step
+  uint32_t self_steps;      // continuations to itself it ran in place, all fine
+  TaskDescriptor* next;     // its continuation, or null
+};
+
+// Runs one task (not its continuation) with the whole warp, in a
+// continuation slot pair: `next` is where its then() goes, `spare` the
+// other slot (RunWithSelfContinuations alternates them and says which holds
+// the continuation in ctx.next; then() clears the kContinuationEmpty mark).
+// A task refused before running (unknown id, wrong argument size) makes no
+// continuation.
+__device__ GROSR_INLINE Ran RunTask(const SchedulerState& s, WarpScratch* w, Dispatcher* d,
+                                    TaskId id, uint32_t arg_bytes, const TaskDescriptor* task,
+                                    TaskDescriptor* next, TaskDescriptor* spare, uint32_t worker) {
   if (id != d->entry_id) {
     const uint32_t code = LookUp(s, w, d, id, worker);
-    if (code != kTaskOk) return code;
+    if (code != kTaskOk) return Ran{code, 0, nullptr};
   }
-  if (d->entry_arg_bytes != kAnyArgBytes && d->entry_arg_bytes != arg_bytes) return kBadArguments;
+  if (d->entry_arg_bytes != kAnyArgBytes && d->entry_arg_bytes != arg_bytes) {
+    return Ran{kBadArguments, 0, nullptr};
+  }
   ++d->sequence;
   if (Lane() == 0) {
     next->flags = kContinuationEmpty;
     w->ctx.next = next;
+    w->ctx.spare = spare;
+    w->ctx.self_steps = 0;  // an entry not made by GROSR_TASK leaves it
     *d->beat = WorkerHeartbeat{id, 1, d->sequence};
   }
   __syncwarp();  // the context and the slot are written before any lane runs
   d->entry(&w->ctx, task->args);
   __syncwarp();  // every lane has returned: its writes (fail, then) are seen
-  const uint32_t status = w->ctx.status;
-  *has_next = next->flags != kContinuationEmpty;
-  if (status != kTaskOk) {
+  Ran ran{w->ctx.status, w->ctx.self_steps, w->ctx.next};
+  if (ran.next->flags == kContinuationEmpty) ran.next = nullptr;
+  d->sequence += ran.self_steps;
+  if (ran.status != kTaskOk) {
     __syncwarp();  // every lane has read the status before lane 0 clears it
     if (Lane() == 0) w->ctx.status = kTaskOk;
   }
-  return status;
+  return ran;
 }
 
 __device__ void RunWorker(const SchedulerState& s, WarpScratch* w, uint32_t worker) {
@@ -491,6 +508,9 @@ __device__ void RunWorker(const SchedulerState& s, WarpScratch* w, uint32_t work
     InstallTaskServices(&w->ctx, s, worker);
     w->ctx.status = kTaskOk;
     w->ctx.task_id = 0xffffffffu;
+    w->ctx.self_steps = 0;
+    // In-place steps count towards the stop check's interval.
+    w->ctx.self_step_budget = s.stop_check_interval - 1;
   }
   // Work saved by the previous launch comes first.
   WorkerSave& save = s.saves[worker];
@@ -551,17 +571,19 @@ __device__ void RunWorker(const SchedulerState& s, WarpScratch* w, uint32_t work
     TaskId id = current->task_id;
     uint32_t arg_bytes = current->arg_bytes;
     if (lane == 0) w->ctx.group = group;
-    uint32_t flip = 0;
-    for (uint32_t until_stop_check = s.stop_check_interval;;) {
-      TaskDescriptor* next = &w->continuation[flip];
-      bool has_next;
-      const uint32_t status = RunTask(s, w, &d, id, arg_bytes, current, next, worker, &has_next);
-      if (status != kTaskOk) {
-        if (lane == 0) s.ReportError(id, status, ticket, worker);
-        if (chain_status == kTaskOk) chain_status = status;
+    // The continuation slot the next task writes; the other one may hold
+    // the current task's arguments.
+    TaskDescriptor* next = &w->continuation[0];
+    for (uint32_t steps_since_check = 0;;) {
+      TaskDescriptor* const spare = next == &w->continuation[0] ? &w->continuation[1]
+                                                                : &w->continuation[0];
+      const Ran ran = RunTask(s, w, &d, id, arg_bytes, current, next, spare, worker);
+      if (ran.status != kTaskOk) {
+        if (lane == 0) s.ReportError(id, ran.status, ticket, worker);
+        if (chain_status == kTaskOk) chain_status = ran.status;
       }
-      tally.CountOutcome(s, id, status);
-      if (!has_next) {
+      tally.CountOutcome(s, id, ran.status, ran.self_steps);
+      if (ran.next == nullptr) {
         if (ticket != 0) {
           tally.FlushStats(s);  // Stats() after Wait() counts this task
           if (lane == 0) CompleteTicket(s, ticket, chain_status);
@@ -570,12 +592,13 @@ __device__ void RunWorker(const SchedulerState& s, WarpScratch* w, uint32_t work
         tally.CountFinished(s, group);
         break;
       }
-      current = next;
-      id = next->task_id;
-      arg_bytes = next->arg_bytes;
-      flip ^= 1;
-      if (--until_stop_check != 0) continue;
-      until_stop_check = s.stop_check_interval;
+      current = ran.next;
+      next = ran.next == &w->continuation[0] ? &w->continuation[1] : &w->continuation[0];
+      id = current->task_id;
+      arg_bytes = current->arg_bytes;
+      steps_since_check += 1 + ran.self_steps;
+      if (steps_since_check < s.stop_check_interval) continue;
+      steps_since_check = 0;
       if (Interrupted(s) && ParkOrExit(s, worker)) {
         SaveWork(s, worker, w, &w->batch[position], count - position, /*chain=*/current, ticket,
                  chain_status);

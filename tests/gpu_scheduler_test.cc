@@ -85,6 +85,53 @@ GROSR_TASK(spawn_many, SpawnArgs) {
 GROSR_TASK(mark, MarkArgs) {
   if (ctx.lane() == 0) atomicAdd(&args.hits[args.index], 1u);
 }
+
+// A chain of continuations to itself (run in place, in the task's own loop)
+// that fails at one step and goes on: the loop hands the failed step back
+// to the scheduler, which reports it and runs the rest.
+struct FailChainArgs { unsigned left; unsigned fail_at; unsigned* steps; };
+GROSR_TASK(fail_chain, FailChainArgs) {
+  if (ctx.lane() == 0) *args.steps += 1;
+  if (args.left == args.fail_at && ctx.lane() == 3) ctx.fail(7);
+  if (args.left > 1) ctx.then(ctx.self(), FailChainArgs{args.left - 1, args.fail_at, args.steps});
+}
+
+// Two tasks continuing each other (each step dispatched by the scheduler),
+// every third step of `alt_even` first continuing to itself: each checks
+// that the count of steps so far has its parity, so the order holds.
+struct AltArgs { unsigned left; unsigned other; unsigned self_next; unsigned* steps; unsigned* wrong; };
+__device__ void AltStep(grosr::TaskContext& ctx, const AltArgs& args, unsigned parity) {
+  if (ctx.lane() == 0) {
+    if (*args.steps % 2 != parity) atomicAdd(args.wrong, 1u);
+    *args.steps += 1;
+  }
+}
+GROSR_TASK(alt_even, AltArgs) {
+  AltStep(ctx, args, 0);
+  if (args.left <= 1) return;
+  if (args.self_next) {
+    // A self-step that keeps the parity right: counts twice.
+    if (ctx.lane() == 0) *args.steps += 1;
+    ctx.then(ctx.self(), AltArgs{args.left - 1, args.other, 0, args.steps, args.wrong});
+  } else {
+    ctx.then(args.other, AltArgs{args.left - 1, ctx.self(), 0, args.steps, args.wrong});
+  }
+}
+GROSR_TASK(alt_odd, AltArgs) {
+  AltStep(ctx, args, 1);
+  if (args.left <= 1) return;
+  ctx.then(args.other, AltArgs{args.left - 1, ctx.self(), args.left % 3 == 0, args.steps,
+                               args.wrong});
+}
+
+// A continuation to itself with arguments of another size: not run in
+// place; the scheduler refuses it (kBadArguments).
+struct ResizeArgs { unsigned* runs; };
+struct BigArgs { unsigned long long a, b, c; };
+GROSR_TASK(resize_self, ResizeArgs) {
+  if (ctx.lane() == 0) *args.runs += 1;
+  ctx.then(ctx.self(), BigArgs{1, 2, 3});
+}
 )grosr_src";
 
 struct RecordArgs {
@@ -112,6 +159,18 @@ struct SpawnArgs {
   uint32_t* accepted;
   uint32_t* hits;
 };
+struct FailChainArgs {
+  uint32_t left, fail_at;
+  uint32_t* steps;
+};
+struct AltArgs {
+  uint32_t left, other, self_next;
+  uint32_t* steps;
+  uint32_t* wrong;
+};
+struct ResizeArgs {
+  uint32_t* runs;
+};
 
 // The record task's arguments for index i; ExpectRecords checks its output.
 RecordArgs RecordFor(uint32_t i, CUdeviceptr out, CUdeviceptr hits) {
@@ -130,6 +189,7 @@ RuntimeOptions OneWorker() {
 
 struct Ids {
   TaskId record, fail_with, chain, tree, spin_until, spawn_many, mark, spawn_chain;
+  TaskId fail_chain, alt_even, alt_odd, resize_self;
 };
 
 // Loads the test tasks into `runtime`. Tests allocate their buffers before
@@ -138,10 +198,11 @@ struct Ids {
 Ids Load(Runtime& runtime) {
   absl::StatusOr<LoadReport> report = runtime.LoadSource("test_tasks.cu", kTestTasks);
   EXPECT_TRUE(report.ok()) << report.status();
-  EXPECT_EQ(report->tasks.size(), 8u);
+  EXPECT_EQ(report->tasks.size(), 12u);
   auto id = [&](const char* name) { return testing::IdOf(runtime, name); };
-  return Ids{id("record"), id("fail_with"), id("chain"), id("tree"),
-             id("spin_until"), id("spawn_many"), id("mark"), id("spawn_chain")};
+  return Ids{id("record"),     id("fail_with"), id("chain"),      id("tree"),
+             id("spin_until"), id("spawn_many"), id("mark"),      id("spawn_chain"),
+             id("fail_chain"), id("alt_even"),  id("alt_odd"),    id("resize_self")};
 }
 
 const TaskStats* StatsOf(const RuntimeStats& stats, TaskId id) {
@@ -269,6 +330,111 @@ TEST(GpuScheduler, ContinuationChainRunsEveryStepInOrder) {
   ASSERT_TRUE(stats.ok());
   EXPECT_EQ(StatsOf(*stats, ids.chain)->completed, steps + runs * 100);
   EXPECT_EQ(StatsOf(*stats, ids.chain)->submitted, 1u + runs);
+}
+
+// Continuations to the task itself run in place (the task's own loop, up
+// to stop_check_interval - 1 per dispatch): a failed step leaves the loop,
+// is reported once, and the chain goes on; the host's ticket gets the
+// failure; every step is counted.
+TEST(GpuScheduler, AChainRunInPlaceReportsAFailedStepAndGoesOn) {
+  GROSR_RUNTIME_OR_SKIP(runtime, RuntimeOptions{});
+  Ids ids = Load(*runtime);
+  constexpr uint32_t kSteps = 1000, kFailAt = 437;  // mid-way through a dispatch's loop
+  CUdeviceptr counter = PoisonedBuffer<uint32_t>(*runtime, 1, 0);
+  GROSR_ASSERT_OK(runtime->Start());
+  absl::StatusOr<TaskHandle> h = runtime->Submit(
+      ids.fail_chain, FailChainArgs{kSteps, kFailAt, DevicePointer<uint32_t>(counter)});
+  ASSERT_TRUE(h.ok()) << h.status();
+  absl::Status s = runtime->Wait(*h, absl::Seconds(10));
+  EXPECT_TRUE(absl::IsAborted(s)) << s;
+  EXPECT_TRUE(absl::StrContains(s.message(), "code 7")) << s;
+  EXPECT_EQ(ReadBuffer<uint32_t>(*runtime, counter, 1)[0], kSteps);
+  absl::StatusOr<RuntimeStats> stats = runtime->Stats();
+  ASSERT_TRUE(stats.ok());
+  EXPECT_EQ(StatsOf(*stats, ids.fail_chain)->completed, kSteps - 1);
+  EXPECT_EQ(StatsOf(*stats, ids.fail_chain)->failed, 1u);
+  absl::StatusOr<std::vector<TaskError>> errors = runtime->RecentErrors();
+  ASSERT_TRUE(errors.ok());
+  ASSERT_EQ(errors->size(), 1u);
+  EXPECT_EQ((*errors)[0].code, 7u);
+  EXPECT_EQ((*errors)[0].name, "fail_chain");
+  // The next chain on the same warps starts clean.
+  absl::StatusOr<TaskHandle> again = runtime->Submit(
+      ids.fail_chain, FailChainArgs{kSteps, 0, DevicePointer<uint32_t>(counter)});
+  ASSERT_TRUE(again.ok());
+  GROSR_ASSERT_OK(runtime->Wait(*again, absl::Seconds(10)));
+  EXPECT_EQ(ReadBuffer<uint32_t>(*runtime, counter, 1)[0], 2 * kSteps);
+}
+
+// Continuations to other tasks (dispatched by the scheduler) mixed with
+// continuations to the task itself (run in place): every step runs, in
+// order, and is counted under its own task.
+TEST(GpuScheduler, ChainsBetweenTasksAndInPlaceRunInOrder) {
+  GROSR_RUNTIME_OR_SKIP(runtime, RuntimeOptions{});
+  Ids ids = Load(*runtime);
+  constexpr uint32_t kDispatches = 30001;  // alt_even first and last
+  CUdeviceptr counter = PoisonedBuffer<uint32_t>(*runtime, 1, 0);
+  CUdeviceptr wrong = PoisonedBuffer<uint32_t>(*runtime, 1, 0);
+  GROSR_ASSERT_OK(runtime->Start());
+  absl::StatusOr<TaskHandle> h = runtime->Submit(
+      ids.alt_even, AltArgs{kDispatches, ids.alt_odd, 0, DevicePointer<uint32_t>(counter),
+                            DevicePointer<uint32_t>(wrong)});
+  ASSERT_TRUE(h.ok()) << h.status();
+  GROSR_ASSERT_OK(runtime->Wait(*h, absl::Seconds(30)));
+  EXPECT_EQ(ReadBuffer<uint32_t>(*runtime, wrong, 1)[0], 0u) << "steps out of order";
+  // alt_odd asks alt_even for a self-step when its `left` is a multiple of
+  // 3: count those (a self-step adds two to the counter and is a dispatch
+  // of its own).
+  uint64_t even = 0, odd = 0, self_steps = 0, counted = 0;
+  uint32_t left = kDispatches;
+  bool at_even = true, self_next = false;
+  while (true) {
+    if (at_even) {
+      ++even;
+      counted += 1;
+      if (left <= 1) break;
+      if (self_next) {
+        counted += 1;
+        ++self_steps;
+        self_next = false;
+        --left;
+        continue;  // alt_even again
+      }
+    } else {
+      ++odd;
+      counted += 1;
+      if (left <= 1) break;
+      self_next = left % 3 == 0;
+    }
+    --left;
+    at_even = !at_even;
+  }
+  EXPECT_GT(self_steps, 1000u);
+  EXPECT_EQ(ReadBuffer<uint32_t>(*runtime, counter, 1)[0], counted);
+  absl::StatusOr<RuntimeStats> stats = runtime->Stats();
+  ASSERT_TRUE(stats.ok());
+  EXPECT_EQ(StatsOf(*stats, ids.alt_even)->completed, even);
+  EXPECT_EQ(StatsOf(*stats, ids.alt_odd)->completed, odd);
+}
+
+// then(self(), args of another size) is not run in place: the scheduler
+// refuses the continuation with kBadArguments, once.
+TEST(GpuScheduler, ASelfContinuationOfAnotherSizeIsRefused) {
+  GROSR_RUNTIME_OR_SKIP(runtime, RuntimeOptions{});
+  Ids ids = Load(*runtime);
+  CUdeviceptr runs = PoisonedBuffer<uint32_t>(*runtime, 1, 0);
+  GROSR_ASSERT_OK(runtime->Start());
+  absl::StatusOr<TaskHandle> h =
+      runtime->Submit(ids.resize_self, ResizeArgs{DevicePointer<uint32_t>(runs)});
+  ASSERT_TRUE(h.ok()) << h.status();
+  absl::Status s = runtime->Wait(*h, absl::Seconds(10));
+  EXPECT_TRUE(absl::IsInvalidArgument(s)) << s;
+  EXPECT_TRUE(absl::StrContains(s.message(), "resize_self")) << s;
+  EXPECT_EQ(ReadBuffer<uint32_t>(*runtime, runs, 1)[0], 1u);
+  absl::StatusOr<RuntimeStats> stats = runtime->Stats();
+  ASSERT_TRUE(stats.ok());
+  EXPECT_EQ(StatsOf(*stats, ids.resize_self)->completed, 1u);
+  EXPECT_EQ(StatsOf(*stats, ids.resize_self)->failed, 1u);
 }
 
 TEST(GpuScheduler, HundredThousandStepChainThroughTheQueue) {

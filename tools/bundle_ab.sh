@@ -42,7 +42,7 @@ for round in $(seq 1 "$rounds"); do
     label=${label%/}
     timeout 300 "$label/bin/grosr_bench" --only "$only" --json "$logs/$label-$round.json" \
       >"$logs/$label-$round.log" 2>&1 || echo "$label round $round failed (see its log)"
-    grep -E "^(grosr_chain_then|grosr_chain_pure|grosr_chain_cycles|grosr_chain_spawn|grosr_then_step|grosr_spawn_step|grosr_pingpong) " \
+    grep -E "^(grosr_chain_then|grosr_chain_pure|grosr_chain_alternating|grosr_chain_cycles|grosr_chain_spawn|grosr_then_step|grosr_spawn_step|grosr_pingpong) " \
       "$logs/$label-$round.log" | cut -c1-90 | sed "s/^/$label r$round  /"
   done
 done

@@ -22,8 +22,8 @@
 //   }
 //
 // The task's parameters are `ctx` (grosr::TaskContext&) and `args` (const
-// Args&, pointing at the argument bytes carried in the descriptor; the
-// scheduler checks their size matches sizeof(Args) before the call).
+// Args&, a copy in registers of the argument bytes carried in the
+// descriptor; the scheduler checks their size matches sizeof(Args) first).
 //
 // What a task can do through ctx:
 //   ctx.lane()              this thread's lane, 0..31
@@ -33,7 +33,9 @@
 //   ctx.then(id, args)      run `id` next on this warp, no queue (fastest
 //                           dependent dispatch); the continuation replaces
 //                           the task: a host waiting for the task waits for
-//                           the whole chain
+//                           the whole chain. then(ctx.self(), ...) is the
+//                           fastest of all: it runs as a loop in the task's
+//                           own code (RunWithSelfContinuations)
 //   ctx.fail(code)          report failure, code in 1..0x7fffffff
 //   ctx.gpu_malloc(bytes)   device memory from the runtime's heap, per lane,
 //                           no host call; null when the heap is full; lanes
@@ -87,7 +89,8 @@
                                                 const ArgsType& args);        \
   extern "C" __device__ __noinline__ void grosr_task_fn_##name(              \
       ::grosr::TaskContext* ctx, const void* args) {                          \
-    grosr_task_body_##name(*ctx, *static_cast<const ArgsType*>(args));        \
+    ::grosr::RunWithSelfContinuations<ArgsType>(                              \
+        *ctx, static_cast<const uint8_t*>(args), grosr_task_body_##name);     \
   }                                                                           \
   extern "C" __device__ ::grosr::TaskEntry grosr_task_entry_##name =         \
       grosr_task_fn_##name;                                                   \

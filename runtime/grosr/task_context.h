@@ -52,11 +52,15 @@ struct TaskContext {
   TaskFreeFn free_fn;
   uint32_t worker;       // global warp index
   uint32_t warps;        // warps of the grid, control warp included
+  uint32_t self_step_budget;  // most continuations to itself a task runs in place
   // --- set by the scheduler before each task -----------------------------
   TaskDescriptor* next;  // where then() writes the continuation
+  TaskDescriptor* spare; // the warp's other continuation slot
   TaskId task_id;
   uint32_t group;
   uint32_t status;       // first failure code reported, 0 if none
+  // --- set by the task (RunWithSelfContinuations) ------------------------
+  uint32_t self_steps;   // continuations to itself it ran in place
 
 #if defined(__CUDACC__) || defined(__CUDACC_RTC__)
   // Lane of the calling thread within the warp, 0..31.
@@ -158,6 +162,70 @@ struct TaskContext {
 
 #endif  // CUDA compilers
 };
+
+#if defined(__CUDACC__) || defined(__CUDACC_RTC__)
+// A task's entry (GROSR_TASK): runs the body, then the task's continuations
+// to itself (then(self(), ...)) right here, in the task's module, without a
+// return to the scheduler and a dispatch per step. A self-continuation is a
+// loop iteration of the task's own code: measured on an H200, about a
+// quarter of the cycles of a step dispatched by the scheduler (bench/RESULTS.md).
+// At most ctx.self_step_budget of them per dispatch, and only while no step
+// failed and the continuation has this task's argument size; whatever is left
+// (a continuation to another task, a failed step's, the next one past the
+// budget) goes back to the scheduler in ctx.next, which handles it as before.
+// ctx.self_steps tells the scheduler how many ran (each counts as a task
+// that completed, for statistics and the heartbeat).
+//
+// Two slots alternate (ctx.next, ctx.spare): a step's arguments are copied
+// to registers before its body runs, and the slot then() writes next is
+// the other one, marked empty beforehand.
+// A task's arguments from a descriptor's (16-byte aligned) argument bytes,
+// in 16-byte loads issued together, into registers.
+template <typename Args>
+__device__ GROSR_INLINE Args LoadArgs(const uint8_t* bytes) {
+  constexpr size_t kChunks = (sizeof(Args) + 15) / 16;
+  uint4 words[kChunks];
+#pragma unroll
+  for (size_t i = 0; i < kChunks; ++i) words[i] = reinterpret_cast<const uint4*>(bytes)[i];
+  Args args;
+  memcpy(&args, words, sizeof(Args));
+  return args;
+}
+
+template <typename Args, typename Body>
+__device__ GROSR_INLINE void RunWithSelfContinuations(TaskContext& ctx, const uint8_t* first,
+                                                      Body body) {
+  Args args = LoadArgs<Args>(first);
+  TaskDescriptor* slot = ctx.next;
+  TaskDescriptor* spare = ctx.spare;
+  const TaskId self = ctx.task_id;
+  const uint32_t budget = ctx.self_step_budget;
+  uint32_t steps = 0;  // run in place so far (the body appears once: code size)
+  for (;;) {
+    body(ctx, static_cast<const Args&>(args));
+    if (steps == budget) break;
+    __syncwarp();  // every lane's writes of the step (then, fail) are seen
+    // The slot's header, its arguments and the status, loaded together (the
+    // arguments are used only if the slot holds this task's continuation).
+    const uint4 head = *reinterpret_cast<const uint4*>(slot);
+    const Args next_args = LoadArgs<Args>(slot->args);
+    const uint32_t status = ctx.status;
+    const uint32_t size_and_flags = head.y;  // arg_bytes | flags << 16
+    if ((head.x != self) | (size_and_flags != ArgBytesOf<Args>()) | (status != kTaskOk)) break;
+    args = next_args;
+    if (ctx.lane() == 0) {
+      spare->flags = kContinuationEmpty;
+      ctx.next = spare;
+    }
+    TaskDescriptor* const used = slot;
+    slot = spare;
+    spare = used;
+    ++steps;
+    __syncwarp();  // the step's then() goes to the marked spare slot
+  }
+  if (ctx.lane() == 0) ctx.self_steps = steps;
+}
+#endif  // CUDA compilers
 
 }  // namespace grosr
 
