@@ -95,13 +95,15 @@ __device__ uint32_t IngestSubmissions(const SchedulerState& s, uint64_t* taken) 
   const unsigned lane = Lane();
   const uint64_t ticket = *taken + lane;
   const uint32_t slot = static_cast<uint32_t>(ticket) & (s.ring_capacity - 1);
+  // Acquire, lane by lane: the host wrote each descriptor before its
+  // sequence word, and this lane reads its descriptor after. (Not a relaxed
+  // load and a system-scope fence: the fence also waits for the warp's
+  // earlier stores to host memory.)
   const bool ready =
-      SystemAtomic64(s.ring_sequence[slot]).load(kRelaxed) == ticket + 1;
+      SystemAtomic64(s.ring_sequence[slot]).load(kAcquire) == ticket + 1;
   const unsigned ready_mask = __ballot_sync(kFullMask, ready);
   uint32_t n = ready_mask == kFullMask ? 32u : __ffs(~ready_mask) - 1u;
   if (n == 0) return 0;
-  // The host wrote each descriptor before its sequence word.
-  cuda::atomic_thread_fence(kAcquire, cuda::thread_scope_system);
   TaskDescriptor item;
   if (lane < n) Copy16(&item, &s.ring[slot], sizeof(TaskDescriptor));
 
@@ -445,11 +447,17 @@ struct Dispatcher {
 // context's task id.
 __device__ GROSR_INLINE uint32_t LookUp(const SchedulerState& s, WarpScratch* w, Dispatcher* d,
                                         TaskId id, uint32_t worker) {
-  const TaskEntry entry = id < s.table_capacity ? s.table[id] : nullptr;
+  // Read-only while the kernel runs (tasks load between launches): through
+  // the SM's read-only cache, so that a chain alternating between task ids
+  // finds its entries there.
+  const TaskEntry entry =
+      id < s.table_capacity ? reinterpret_cast<TaskEntry>(__ldg(
+                                  reinterpret_cast<const unsigned long long*>(&s.table[id])))
+                            : nullptr;
   if (entry == nullptr) return kUnknownTask;
   d->entry = entry;
   d->entry_id = id;
-  d->entry_arg_bytes = s.info[id].arg_bytes;
+  d->entry_arg_bytes = __ldg(&s.info[id].arg_bytes);
   if (Lane() == 0) {
     w->ctx.task_id = id;
     // Pinned: readable by the host even after a fault kills the context.
