@@ -503,10 +503,10 @@ __device__ GROSR_INLINE Ran RunTask(const SchedulerState& s, WarpScratch* w, Dis
   Ran ran{w->ctx.status, w->ctx.self_steps, w->ctx.next};
   if (ran.next->flags == kContinuationEmpty) ran.next = nullptr;
   d->sequence += ran.self_steps;
-  if (ran.status != kTaskOk) {
-    __syncwarp();  // every lane has read the status before lane 0 clears it
-    if (Lane() == 0) w->ctx.status = kTaskOk;
-  }
+  // Every lane has read the context before lane 0 writes it again (here,
+  // or for the next task).
+  __syncwarp();
+  if (ran.status != kTaskOk && Lane() == 0) w->ctx.status = kTaskOk;
   return ran;
 }
 
