@@ -8,10 +8,14 @@
 // alone reads the host's submission ring and command word and writes the
 // host-visible snapshots); every other warp is a worker.
 //
-// A worker's loop, per task: look up table[task_id], check the argument
-// size, call the task with all 32 lanes, then
+// A worker's loop, per task: look up table[task_id] (cached in registers
+// for the id run last), check the argument size, call the task with all 32
+// lanes, then
 //   - if the task called ctx.then(): run the continuation at once, on this
-//     warp, from shared memory: no queue, no atomic (the chain's fast path);
+//     warp, from shared memory: no queue, no atomic. A continuation to the
+//     task itself does not even come back here: the task's entry runs it in
+//     place (RunWithSelfContinuations, grosr/task_context.h) and reports how
+//     many steps it ran;
 //   - otherwise count it finished (batched: one atomic per batch and group).
 // Tasks come from the queue in batches of up to kBatch, copied to shared
 // memory with one reservation, so a tiny task costs a dispatch, not a
