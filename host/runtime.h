@@ -81,7 +81,10 @@ struct RuntimeOptions {
   uint64_t heap_bytes = 0;
   int register_budget = 64;                // -maxrregcount, kernel and tasks
   uint32_t idle_sleep_max_ns = 2000;       // idle worker backoff cap
-  uint32_t stop_check_interval = 64;       // continuations between stop checks
+  // Continuations between stop checks (a pause waits for at most about
+  // twice this many steps of a chain; continuations to a task itself run
+  // in place up to this many minus one per dispatch).
+  uint32_t stop_check_interval = 64;
   // A task running longer than this is reported; zero disables the watchdog.
   absl::Duration watchdog_deadline = absl::Seconds(10);
   absl::Duration watchdog_interval = absl::Milliseconds(100);

@@ -385,8 +385,8 @@ TEST(GpuScheduler, ChainsBetweenTasksAndInPlaceRunInOrder) {
   GROSR_ASSERT_OK(runtime->Wait(*h, absl::Seconds(60)));
   EXPECT_EQ(ReadBuffer<uint32_t>(*runtime, wrong, 1)[0], 0u) << "steps out of order";
   // alt_odd asks alt_even for a self-step when its `left` is a multiple of
-  // 3: count those (a self-step adds two to the counter and is a dispatch
-  // of its own).
+  // 3: count those (a self-step adds two to the counter and runs in place,
+  // counted as a task of alt_even).
   uint64_t even = 0, odd = 0, self_steps = 0, counted = 0;
   uint32_t left = kDispatches;
   bool at_even = true, self_next = false;

@@ -332,8 +332,9 @@ struct SlabAllocator {
   // clear their bits with one fetch_and and one release (the lowest of them
   // does it), so a warp freeing the blocks one AllocateCoalesced gave it
   // does not contend on that word 32 times. The same checks and results as
-  // Free, lane by lane (two lanes freeing one block: the second is a double
-  // free). Device only: warp intrinsics.
+  // Free, lane by lane (two lanes freeing one block: one of them frees it,
+  // the other gets a double free; which one is unspecified). Device only:
+  // warp intrinsics.
   __device__ uint32_t FreeCoalesced(void* pointer) const {
     const unsigned lane = LaneId();
     const unsigned active = __activemask();

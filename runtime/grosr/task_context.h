@@ -175,7 +175,9 @@ struct TaskContext {
 // (a continuation to another task, a failed step's, the next one past the
 // budget) goes back to the scheduler in ctx.next, which handles it as before.
 // ctx.self_steps tells the scheduler how many ran (each counts as a task
-// that completed, for statistics and the heartbeat).
+// that completed, for statistics and the heartbeat's sequence). The
+// heartbeat does not move during the loop: the watchdog sees its steps as
+// one task.
 //
 // Two slots alternate (ctx.next, ctx.spare): a step's arguments are copied
 // to registers before its body runs, and the slot then() writes next is
