@@ -485,8 +485,10 @@ struct Ran {
 // continuation.
 __device__ GROSR_INLINE Ran RunTask(const SchedulerState& s, WarpScratch* w, Dispatcher* d,
                                     TaskId id, uint32_t arg_bytes, const TaskDescriptor* task,
-                                    TaskDescriptor* next, TaskDescriptor* spare, uint32_t worker) {
-  if (id != d->entry_id) {
+                                    TaskDescriptor* next, TaskDescriptor* spare,
+                                    uint32_t self_step_budget, uint32_t worker) {
+  // No entry yet (a fresh launch): every id is looked up, 0xffffffff too.
+  if (id != d->entry_id || d->entry == nullptr) {
     const uint32_t code = LookUp(s, w, d, id, worker);
     if (code != kTaskOk) return Ran{code, 0, nullptr};
   }
@@ -499,6 +501,7 @@ __device__ GROSR_INLINE Ran RunTask(const SchedulerState& s, WarpScratch* w, Dis
     w->ctx.next = next;
     w->ctx.spare = spare;
     w->ctx.self_steps = 0;  // an entry not made by GROSR_TASK leaves it
+    w->ctx.self_step_budget = self_step_budget;
     *d->beat = WorkerHeartbeat{id, 1, d->sequence};
   }
   __syncwarp();  // the context and the slot are written before any lane runs
@@ -521,8 +524,7 @@ __device__ void RunWorker(const SchedulerState& s, WarpScratch* w, uint32_t work
     w->ctx.status = kTaskOk;
     w->ctx.task_id = 0xffffffffu;
     w->ctx.self_steps = 0;
-    // In-place steps count towards the stop check's interval.
-    w->ctx.self_step_budget = s.stop_check_interval - 1;
+    w->ctx.self_step_budget = 0;  // set per dispatch (RunTask)
   }
   // Work saved by the previous launch comes first.
   WorkerSave& save = s.saves[worker];
@@ -589,7 +591,10 @@ __device__ void RunWorker(const SchedulerState& s, WarpScratch* w, uint32_t work
     for (uint32_t steps_since_check = 0;;) {
       TaskDescriptor* const spare = next == &w->continuation[0] ? &w->continuation[1]
                                                                 : &w->continuation[0];
-      const Ran ran = RunTask(s, w, &d, id, arg_bytes, current, next, spare, worker);
+      // In-place steps count towards the stop check: the task may run as
+      // many as keep the chain within stop_check_interval steps of a check.
+      const Ran ran = RunTask(s, w, &d, id, arg_bytes, current, next, spare,
+                              s.stop_check_interval - 1 - steps_since_check, worker);
       if (ran.status != kTaskOk) {
         if (lane == 0) s.ReportError(id, ran.status, ticket, worker);
         if (chain_status == kTaskOk) chain_status = ran.status;

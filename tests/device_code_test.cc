@@ -97,6 +97,26 @@ GROSR_TASK(second, grosr::NoArgs) {}
   EXPECT_THAT(module->task_names, ::testing::UnorderedElementsAre("first", "second"));
 }
 
+// Arguments need only be trivially copyable: no default constructor, const
+// members and user constructors are fine (the in-place loop of
+// continuations to itself keeps them as words, never assigns an Args).
+TEST_F(DeviceCodeTest, ArgumentsNeedNoDefaultConstructorOrAssignment) {
+  auto module = Build("args.cu", R"(
+#include <grosr/task.h>
+struct Built { unsigned n; unsigned* out; __device__ Built(unsigned a, unsigned* b) : n(a), out(b) {} };
+struct Fixed { const unsigned n; unsigned* out; };
+GROSR_TASK(built, Built) {
+  if (args.n > 0) ctx.then(ctx.self(), Built(args.n - 1, args.out));
+  else if (ctx.lane() == 0) *args.out = 1;
+}
+GROSR_TASK(fixed, Fixed) {
+  if (args.n > 0) ctx.then(ctx.self(), Fixed{args.n - 1, args.out});
+}
+)");
+  ASSERT_TRUE(module.ok()) << module.status();
+  EXPECT_THAT(module->task_names, ::testing::UnorderedElementsAre("built", "fixed"));
+}
+
 // The slab allocator's core is device code too: a task using it compiles
 // through NVRTC and fits the scheduler's register budget.
 TEST_F(DeviceCodeTest, TaskHeapCallsCompileWithinTheBudget) {

@@ -88,12 +88,15 @@ GROSR_TASK(mark, MarkArgs) {
 }
 
 // A chain of continuations to itself (run in place, in the task's own loop)
-// that fails at one step and goes on: the loop hands the failed step back
+// that fails at two steps and goes on: the loop hands each failed step back
 // to the scheduler, which reports it and runs the rest.
 struct FailChainArgs { unsigned left; unsigned fail_at; unsigned* steps; };
 GROSR_TASK(fail_chain, FailChainArgs) {
   if (ctx.lane() == 0) *args.steps += 1;
-  if (args.left == args.fail_at && ctx.lane() == 3) ctx.fail(7);
+  // Two failures a few steps apart: both inside one dispatch's loop.
+  if ((args.left == args.fail_at || args.left + 3 == args.fail_at) && ctx.lane() == 3) {
+    ctx.fail(7);
+  }
   if (args.left > 1) ctx.then(ctx.self(), FailChainArgs{args.left - 1, args.fail_at, args.steps});
 }
 
@@ -333,14 +336,30 @@ TEST(GpuScheduler, ContinuationChainRunsEveryStepInOrder) {
   EXPECT_EQ(StatsOf(*stats, ids.chain)->submitted, 1u + runs);
 }
 
+// In-place chains under several stop-check intervals: 64 (the default), 3
+// and 1 (nothing runs in place).
+class InPlaceChainTest : public ::testing::TestWithParam<uint32_t> {
+ protected:
+  RuntimeOptions Options() const {
+    RuntimeOptions options;
+    options.stop_check_interval = GetParam();
+    return options;
+  }
+};
+INSTANTIATE_TEST_SUITE_P(StopCheckIntervals, InPlaceChainTest, ::testing::Values(64u, 3u, 1u));
+
 // Continuations to the task itself run in place (the task's own loop, up
 // to stop_check_interval - 1 per dispatch): a failed step leaves the loop,
-// is reported once, and the chain goes on; the host's ticket gets the
-// failure; every step is counted.
-TEST(GpuScheduler, AChainRunInPlaceReportsAFailedStepAndGoesOn) {
-  GROSR_RUNTIME_OR_SKIP(runtime, RuntimeOptions{});
+// is reported once, and the chain goes on (a second failure a few steps
+// later is reported too); the host's ticket gets the first failure; every
+// step is counted.
+TEST_P(InPlaceChainTest, AChainRunInPlaceReportsEachFailedStepAndGoesOn) {
+  GROSR_RUNTIME_OR_SKIP(runtime, Options());
   Ids ids = Load(*runtime);
-  constexpr uint32_t kSteps = 1000, kFailAt = 437;  // mid-way through a dispatch's loop
+  // Failures at 43.7% and three steps later: inside one dispatch's loop at
+  // the default interval. Scaled: compute-sanitizer runs it at 1%.
+  const uint32_t kSteps = static_cast<uint32_t>(std::max<uint64_t>(100, Scaled(1000)));
+  const uint32_t kFailAt = kSteps * 437 / 1000;
   CUdeviceptr counter = PoisonedBuffer<uint32_t>(*runtime, 1, 0);
   GROSR_ASSERT_OK(runtime->Start());
   absl::StatusOr<TaskHandle> h = runtime->Submit(
@@ -352,13 +371,15 @@ TEST(GpuScheduler, AChainRunInPlaceReportsAFailedStepAndGoesOn) {
   EXPECT_EQ(ReadBuffer<uint32_t>(*runtime, counter, 1)[0], kSteps);
   absl::StatusOr<RuntimeStats> stats = runtime->Stats();
   ASSERT_TRUE(stats.ok());
-  EXPECT_EQ(StatsOf(*stats, ids.fail_chain)->completed, kSteps - 1);
-  EXPECT_EQ(StatsOf(*stats, ids.fail_chain)->failed, 1u);
+  EXPECT_EQ(StatsOf(*stats, ids.fail_chain)->completed, kSteps - 2);
+  EXPECT_EQ(StatsOf(*stats, ids.fail_chain)->failed, 2u);
   absl::StatusOr<std::vector<TaskError>> errors = runtime->RecentErrors();
   ASSERT_TRUE(errors.ok());
-  ASSERT_EQ(errors->size(), 1u);
-  EXPECT_EQ((*errors)[0].code, 7u);
-  EXPECT_EQ((*errors)[0].name, "fail_chain");
+  ASSERT_EQ(errors->size(), 2u);
+  for (const TaskError& e : *errors) {
+    EXPECT_EQ(e.code, 7u);
+    EXPECT_EQ(e.name, "fail_chain");
+  }
   // The next chain on the same warps starts clean.
   absl::StatusOr<TaskHandle> again = runtime->Submit(
       ids.fail_chain, FailChainArgs{kSteps, 0, DevicePointer<uint32_t>(counter)});
@@ -370,8 +391,8 @@ TEST(GpuScheduler, AChainRunInPlaceReportsAFailedStepAndGoesOn) {
 // Continuations to other tasks (dispatched by the scheduler) mixed with
 // continuations to the task itself (run in place): every step runs, in
 // order, and is counted under its own task.
-TEST(GpuScheduler, ChainsBetweenTasksAndInPlaceRunInOrder) {
-  GROSR_RUNTIME_OR_SKIP(runtime, RuntimeOptions{});
+TEST_P(InPlaceChainTest, ChainsBetweenTasksAndInPlaceRunInOrder) {
+  GROSR_RUNTIME_OR_SKIP(runtime, Options());
   Ids ids = Load(*runtime);
   // Odd: alt_even first and last. Scaled: compute-sanitizer runs it at 1%.
   const uint32_t kDispatches = static_cast<uint32_t>(std::max<uint64_t>(301, Scaled(30000))) | 1u;
@@ -531,7 +552,9 @@ TEST(GpuScheduler, BadSubmissionsFailClearlyAndTheRuntimeKeepsServing) {
   CUdeviceptr out = PoisonedBuffer<uint32_t>(*runtime, 1, kPoison);
   CUdeviceptr hits = PoisonedBuffer<uint32_t>(*runtime, 1, 0);
   GROSR_ASSERT_OK(runtime->Start());
-  // Unknown ids: out of the table, and in it but empty.
+  // Unknown ids: the largest (with no arguments, first on fresh warps: no
+  // entry is cached yet), out of the table, and in it but empty.
+  absl::StatusOr<TaskHandle> largest = runtime->Submit(0xffffffffu, nullptr, 0);
   absl::StatusOr<TaskHandle> unknown = runtime->Submit(100000, FailArgs{0});
   absl::StatusOr<TaskHandle> empty = runtime->Submit(500, FailArgs{0});
   // Wrong argument size for `record`.
@@ -539,9 +562,12 @@ TEST(GpuScheduler, BadSubmissionsFailClearlyAndTheRuntimeKeepsServing) {
   // A task's own failure.
   absl::StatusOr<TaskHandle> failed = runtime->Submit(ids.fail_with, FailArgs{7});
   absl::StatusOr<TaskHandle> fine = runtime->Submit(ids.fail_with, FailArgs{0});
-  ASSERT_TRUE(unknown.ok() && empty.ok() && bad_size.ok() && failed.ok() && fine.ok());
+  ASSERT_TRUE(largest.ok() && unknown.ok() && empty.ok() && bad_size.ok() && failed.ok() &&
+              fine.ok());
 
-  absl::Status s = runtime->Wait(*unknown, absl::Seconds(10));
+  absl::Status s = runtime->Wait(*largest, absl::Seconds(10));
+  EXPECT_TRUE(absl::IsNotFound(s)) << s;
+  s = runtime->Wait(*unknown, absl::Seconds(10));
   EXPECT_TRUE(absl::IsNotFound(s)) << s;
   EXPECT_TRUE(absl::StrContains(s.message(), "100000")) << s;
   s = runtime->Wait(*empty, absl::Seconds(10));
@@ -572,19 +598,19 @@ TEST(GpuScheduler, BadSubmissionsFailClearlyAndTheRuntimeKeepsServing) {
 
   absl::StatusOr<std::vector<TaskError>> errors = runtime->RecentErrors();
   ASSERT_TRUE(errors.ok());
-  ASSERT_EQ(errors->size(), 4u);
+  ASSERT_EQ(errors->size(), 5u);
   int unknown_errors = 0, size_errors = 0, own_errors = 0;
   for (const TaskError& e : *errors) {
     unknown_errors += e.code == kUnknownTask;
     size_errors += e.code == kBadArguments;
     own_errors += e.code == 7 && e.name == "fail_with";
   }
-  EXPECT_EQ(unknown_errors, 2);
+  EXPECT_EQ(unknown_errors, 3);
   EXPECT_EQ(size_errors, 1);
   EXPECT_EQ(own_errors, 1);
   absl::StatusOr<RuntimeStats> stats = runtime->Stats();
   ASSERT_TRUE(stats.ok());
-  EXPECT_EQ(stats->invalid_dispatches, 1u);
+  EXPECT_EQ(stats->invalid_dispatches, 2u);
   EXPECT_EQ(StatsOf(*stats, ids.fail_with)->failed, 1u);
   EXPECT_EQ(StatsOf(*stats, ids.fail_with)->completed, 1u);
   EXPECT_EQ(StatsOf(*stats, ids.record)->failed, 1u);

@@ -52,8 +52,8 @@ struct TaskContext {
   TaskFreeFn free_fn;
   uint32_t worker;       // global warp index
   uint32_t warps;        // warps of the grid, control warp included
-  uint32_t self_step_budget;  // most continuations to itself a task runs in place
   // --- set by the scheduler before each task -----------------------------
+  uint32_t self_step_budget;  // most continuations to itself it may run in place
   TaskDescriptor* next;  // where then() writes the continuation
   TaskDescriptor* spare; // the warp's other continuation slot
   TaskId task_id;
@@ -182,40 +182,47 @@ struct TaskContext {
 // Two slots alternate (ctx.next, ctx.spare): a step's arguments are copied
 // to registers before its body runs, and the slot then() writes next is
 // the other one, marked empty beforehand.
-// A task's arguments from a descriptor's (16-byte aligned) argument bytes,
-// in 16-byte loads issued together, into registers.
+// A task's arguments as 16-byte words in registers, loaded together from a
+// descriptor's (16-byte aligned) argument bytes. Args is only trivially
+// copyable (GROSR_TASK checks): it may have no default constructor or
+// assignment, so the words hold it and args() views them.
 template <typename Args>
-__device__ GROSR_INLINE Args LoadArgs(const uint8_t* bytes) {
-  constexpr size_t kChunks = (sizeof(Args) + 15) / 16;
+struct alignas(16) ArgWords {
+  static constexpr size_t kChunks = (sizeof(Args) + 15) / 16;
   uint4 words[kChunks];
+
+  __device__ GROSR_INLINE void Load(const uint8_t* bytes) {
 #pragma unroll
-  for (size_t i = 0; i < kChunks; ++i) words[i] = reinterpret_cast<const uint4*>(bytes)[i];
-  Args args;
-  memcpy(&args, words, sizeof(Args));
-  return args;
-}
+    for (size_t i = 0; i < kChunks; ++i) words[i] = reinterpret_cast<const uint4*>(bytes)[i];
+  }
+  __device__ GROSR_INLINE const Args& args() const {
+    return *reinterpret_cast<const Args*>(words);
+  }
+};
 
 template <typename Args, typename Body>
 __device__ GROSR_INLINE void RunWithSelfContinuations(TaskContext& ctx, const uint8_t* first,
                                                       Body body) {
-  Args args = LoadArgs<Args>(first);
+  ArgWords<Args> current;
+  current.Load(first);
   TaskDescriptor* slot = ctx.next;
   TaskDescriptor* spare = ctx.spare;
   const TaskId self = ctx.task_id;
   const uint32_t budget = ctx.self_step_budget;
   uint32_t steps = 0;  // run in place so far (the body appears once: code size)
   for (;;) {
-    body(ctx, static_cast<const Args&>(args));
+    body(ctx, current.args());
     if (steps == budget) break;
     __syncwarp();  // every lane's writes of the step (then, fail) are seen
     // The slot's header, its arguments and the status, loaded together (the
     // arguments are used only if the slot holds this task's continuation).
     const uint4 head = *reinterpret_cast<const uint4*>(slot);
-    const Args next_args = LoadArgs<Args>(slot->args);
+    ArgWords<Args> next;
+    next.Load(slot->args);
     const uint32_t status = ctx.status;
     const uint32_t size_and_flags = head.y;  // arg_bytes | flags << 16
     if ((head.x != self) | (size_and_flags != ArgBytesOf<Args>()) | (status != kTaskOk)) break;
-    args = next_args;
+    current = next;
     if (ctx.lane() == 0) {
       spare->flags = kContinuationEmpty;
       ctx.next = spare;
