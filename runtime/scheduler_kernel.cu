@@ -57,6 +57,14 @@ struct WarpScratch {
   uint32_t tickets;          //   [next_ticket, next_ticket + tickets)
   uint32_t ahead;            // while waiting: tasks to be produced before ours
   uint32_t waits;            //   and polls since `ahead` was read
+  // Lane 0's, touched once per task or chain: here rather than in registers
+  // (the worker loop's registers live across the task call; more of them
+  // spilled to local memory, which an acquire load's L1 invalidation then
+  // sends to L2).
+  uint64_t sequence;         // tasks started (heartbeat)
+  uint32_t chain_ticket;     // the running chain's host ticket (0: none)
+  uint32_t chain_group;      //   its group
+  uint32_t chain_status;     //   its first failure (kTaskOk between chains)
   TaskDescriptor continuation[2];
   TaskDescriptor batch[kBatch];
 };
@@ -377,8 +385,7 @@ __device__ uint32_t WaitBackoffNs(const SchedulerState& s, WarpScratch* w) {
 // next launch reads them.
 __device__ void SaveWork(const SchedulerState& s, uint32_t worker, const WarpScratch* w,
                          const TaskDescriptor* first, uint32_t count,
-                         const TaskDescriptor* chain, uint32_t chain_ticket,
-                         uint32_t chain_status) {
+                         const TaskDescriptor* chain) {
   WorkerSave& save = s.saves[worker];
   const unsigned lane = Lane();
   const uint32_t at = chain != nullptr ? 1 : 0;
@@ -386,9 +393,9 @@ __device__ void SaveWork(const SchedulerState& s, uint32_t worker, const WarpScr
   if (lane == 0) {
     if (chain != nullptr) {
       save.items[0] = *chain;
-      save.items[0].ticket = chain_ticket;  // the ticket travels in a register
+      save.items[0].ticket = w->chain_ticket;  // continuations carry none
     }
-    save.chain_status = chain != nullptr ? chain_status : kTaskOk;
+    save.chain_status = chain != nullptr ? w->chain_status : kTaskOk;
     save.count = count + at;
     save.tickets = w->tickets;
     save.first_ticket = w->next_ticket;
@@ -442,8 +449,6 @@ struct Dispatcher {
   TaskEntry entry = nullptr;
   TaskId entry_id = 0xffffffffu;  // none yet
   uint32_t entry_arg_bytes = 0;
-  uint64_t sequence = 0;          // tasks started (heartbeat)
-  WorkerHeartbeat* beat = nullptr;
 };
 
 // Makes `id` the dispatcher's entry; kUnknownTask when nothing is installed
@@ -471,10 +476,13 @@ __device__ GROSR_INLINE uint32_t LookUp(const SchedulerState& s, WarpScratch* w,
 }
 
 // What running a task gave.
+// Small on purpose: what is live across the task call costs registers the
+// loop cannot spare (SchedulerKernelDoesNotSpill).
 struct Ran {
   uint32_t status;          // the completion code of its last step
   uint32_t self_steps;      // continuations to itself it ran in place, all fine
-  TaskDescriptor* next;     // its continuation, or null
+  TaskId id;                // the task (its last step's id)
+  int32_t next_slot;        // continuation[] holding its continuation, or -1
 };
 
 // Runs one task (not its continuation) with the whole warp, in a
@@ -484,32 +492,35 @@ struct Ran {
 // A task refused before running (unknown id, wrong argument size) makes no
 // continuation.
 __device__ GROSR_INLINE Ran RunTask(const SchedulerState& s, WarpScratch* w, Dispatcher* d,
-                                    TaskId id, uint32_t arg_bytes, const TaskDescriptor* task,
-                                    TaskDescriptor* next, TaskDescriptor* spare,
+                                    const TaskDescriptor* task, uint32_t next_slot,
                                     uint32_t self_step_budget, uint32_t worker) {
+  const TaskId id = task->task_id;
+  const uint32_t arg_bytes = task->arg_bytes;
   // No entry yet (a fresh launch): every id is looked up, 0xffffffff too.
   if (id != d->entry_id || d->entry == nullptr) {
     const uint32_t code = LookUp(s, w, d, id, worker);
-    if (code != kTaskOk) return Ran{code, 0, nullptr};
+    if (code != kTaskOk) return Ran{code, 0, id, -1};
   }
   if (d->entry_arg_bytes != kAnyArgBytes && d->entry_arg_bytes != arg_bytes) {
-    return Ran{kBadArguments, 0, nullptr};
+    return Ran{kBadArguments, 0, id, -1};
   }
-  ++d->sequence;
+  TaskDescriptor* const next = &w->continuation[next_slot];
+  TaskDescriptor* const spare = &w->continuation[next_slot ^ 1];
   if (Lane() == 0) {
     next->flags = kContinuationEmpty;
     w->ctx.next = next;
     w->ctx.spare = spare;
     w->ctx.self_steps = 0;  // an entry not made by GROSR_TASK leaves it
     w->ctx.self_step_budget = self_step_budget;
-    *d->beat = WorkerHeartbeat{id, 1, d->sequence};
+    s.heartbeats[worker] = WorkerHeartbeat{id, 1, ++w->sequence};
   }
   __syncwarp();  // the context and the slot are written before any lane runs
   d->entry(&w->ctx, task->args);
   __syncwarp();  // every lane has returned: its writes (fail, then) are seen
-  Ran ran{w->ctx.status, w->ctx.self_steps, w->ctx.next};
-  if (ran.next->flags == kContinuationEmpty) ran.next = nullptr;
-  d->sequence += ran.self_steps;
+  // After the call the id is the dispatcher's (id is not kept across it).
+  const TaskDescriptor* const made = w->ctx.next;
+  Ran ran{w->ctx.status, w->ctx.self_steps, d->entry_id,
+          made->flags == kContinuationEmpty ? -1 : static_cast<int32_t>(made - w->continuation)};
   // Every lane has read the context before lane 0 writes it again (here,
   // or for the next task).
   __syncwarp();
@@ -529,16 +540,15 @@ __device__ void RunWorker(const SchedulerState& s, WarpScratch* w, uint32_t work
   // Work saved by the previous launch comes first.
   WorkerSave& save = s.saves[worker];
   uint32_t count = save.count;
-  // The status of the chain running (its first failure), which the host's
-  // ticket gets when the chain ends: of batch[0], if that is a saved
-  // continuation, and kTaskOk between chains.
-  uint32_t chain_status = save.chain_status;
   for (uint32_t i = lane; i < count; i += 32) w->batch[i] = save.items[i];
   Dispatcher d;
-  d.beat = &s.heartbeats[worker];
-  d.sequence = d.beat->sequence;
   __syncwarp();  // every lane has read the save before lane 0 clears it
   if (lane == 0) {
+    // The status of the chain running (its first failure), which the
+    // host's ticket gets when the chain ends: of batch[0], if that is a
+    // saved continuation, and kTaskOk between chains.
+    w->chain_status = save.chain_status;
+    w->sequence = s.heartbeats[worker].sequence;
     w->next_ticket = save.first_ticket;
     w->tickets = save.tickets;
     w->ahead = 0;
@@ -566,10 +576,10 @@ __device__ void RunWorker(const SchedulerState& s, WarpScratch* w, uint32_t work
       if (count == 0) {
         // Waiting for tasks owed to this warp's tickets.
         if (Interrupted(s) && ParkOrExit(s, worker)) {
-          SaveWork(s, worker, w, nullptr, 0, /*chain=*/nullptr, 0, kTaskOk);
+          SaveWork(s, worker, w, nullptr, 0, /*chain=*/nullptr);
           break;
         }
-        if (lane == 0 && !idle_marked) d.beat->busy = 0;
+        if (lane == 0 && !idle_marked) s.heartbeats[worker].busy = 0;
         idle_marked = true;
         SpinPause(WaitBackoffNs(s, w));
         continue;
@@ -580,57 +590,55 @@ __device__ void RunWorker(const SchedulerState& s, WarpScratch* w, uint32_t work
     // A continuation replaces its task: the host's ticket moves along the
     // chain and completes when the chain ends, with its first failure. The
     // group stays too (then() copies the context's).
-    const uint32_t ticket = current->ticket;
-    const uint32_t group = current->group;
-    TaskId id = current->task_id;
-    uint32_t arg_bytes = current->arg_bytes;
-    if (lane == 0) w->ctx.group = group;
+    if (lane == 0) {
+      w->chain_ticket = current->ticket;
+      w->chain_group = current->group;
+      w->ctx.group = current->group;
+    }
     // The continuation slot the next task writes; the other one may hold
     // the current task's arguments.
-    TaskDescriptor* next = &w->continuation[0];
+    uint32_t next_slot = 0;
     for (uint32_t steps_since_check = 0;;) {
-      TaskDescriptor* const spare = next == &w->continuation[0] ? &w->continuation[1]
-                                                                : &w->continuation[0];
       // In-place steps count towards the stop check: the task may run as
       // many as keep the chain within stop_check_interval steps of a check.
-      const Ran ran = RunTask(s, w, &d, id, arg_bytes, current, next, spare,
+      const Ran ran = RunTask(s, w, &d, current, next_slot,
                               s.stop_check_interval - 1 - steps_since_check, worker);
-      if (ran.status != kTaskOk) {
-        if (lane == 0) s.ReportError(id, ran.status, ticket, worker);
-        if (chain_status == kTaskOk) chain_status = ran.status;
+      if (ran.status != kTaskOk && lane == 0) {
+        s.ReportError(ran.id, ran.status, w->chain_ticket, worker);
+        if (w->chain_status == kTaskOk) w->chain_status = ran.status;
       }
-      tally.CountOutcome(s, id, ran.status, ran.self_steps);
-      if (ran.next == nullptr) {
+      tally.CountOutcome(s, ran.id, ran.status, ran.self_steps);
+      if (ran.next_slot < 0) {
+        // Lane 0's chain fields, to every lane (only lane 0 touches them).
+        const uint32_t ticket = __shfl_sync(0xffffffffu, lane == 0 ? w->chain_ticket : 0u, 0);
+        const uint32_t group = __shfl_sync(0xffffffffu, lane == 0 ? w->chain_group : 0u, 0);
         if (ticket != 0) {
           tally.FlushStats(s);  // Stats() after Wait() counts this task
-          if (lane == 0) CompleteTicket(s, ticket, chain_status);
+          if (lane == 0) CompleteTicket(s, ticket, w->chain_status);
         }
-        chain_status = kTaskOk;
+        if (lane == 0) w->chain_status = kTaskOk;
         tally.CountFinished(s, group);
         break;
       }
-      current = ran.next;
-      next = ran.next == &w->continuation[0] ? &w->continuation[1] : &w->continuation[0];
-      id = current->task_id;
-      arg_bytes = current->arg_bytes;
+      current = &w->continuation[ran.next_slot];
+      next_slot = static_cast<uint32_t>(ran.next_slot) ^ 1u;
       steps_since_check += 1 + ran.self_steps;
       if (steps_since_check < s.stop_check_interval) continue;
       steps_since_check = 0;
       if (Interrupted(s) && ParkOrExit(s, worker)) {
-        SaveWork(s, worker, w, &w->batch[position], count - position, /*chain=*/current, ticket,
-                 chain_status);
+        SaveWork(s, worker, w, &w->batch[position], count - position, /*chain=*/current);
         tally.Flush(s);
-        if (lane == 0) d.beat->busy = 0;
+        if (lane == 0) s.heartbeats[worker].busy = 0;
         return;
       }
     }
     if (position < count && position % 8 == 0 && Interrupted(s) && ParkOrExit(s, worker)) {
-      SaveWork(s, worker, w, &w->batch[position], count - position, /*chain=*/nullptr, 0, kTaskOk);
+      SaveWork(s, worker, w, &w->batch[position], count - position, /*chain=*/nullptr);
       break;
     }
   }
   tally.Flush(s);
-  if (lane == 0) d.beat->busy = 0;
+  if (lane == 0) s.heartbeats[worker].busy = 0;
 }
 
 }  // namespace
