@@ -3,7 +3,7 @@
 # that one device call can compare them (A/B), interleaved, on one card:
 #
 #   tools/bundle_ab.sh main experiment/lean-dispatch    # here (no GPU needed)
-#   bash bundle/ab/run.sh [--only chains] [ROUNDS]      # on the GPU machine
+#   bash bundle/ab/run.sh [--only chains|pingpong|throughput] [ROUNDS]   # on the GPU machine
 #
 # Each label is a git revision; it is checked out in a temporary worktree
 # and built with that revision's tools/bundle.sh, so the binaries (and the
@@ -42,7 +42,7 @@ for round in $(seq 1 "$rounds"); do
     label=${label%/}
     timeout 300 "$label/bin/grosr_bench" --only "$only" --json "$logs/$label-$round.json" \
       >"$logs/$label-$round.log" 2>&1 || echo "$label round $round failed (see its log)"
-    grep -E "^(grosr_chain_then|grosr_chain_pure|grosr_chain_alternating|grosr_chain_cycles|grosr_chain_spawn|grosr_then_step|grosr_spawn_step|grosr_pingpong) " \
+    grep -E "^(grosr_chain_then|grosr_chain_pure|grosr_chain_alternating|grosr_chain_cycles|grosr_chain_spawn|grosr_then_step|grosr_spawn_step|grosr_pingpong|grosr_spawn_tree|grosr_host_batch|tput_grosr_[a-z_]+) " \
       "$logs/$label-$round.log" | cut -c1-90 | sed "s/^/$label r$round  /"
   done
 done
