@@ -81,8 +81,9 @@ struct RuntimeOptions {
   uint64_t heap_bytes = 0;
   int register_budget = 64;                // -maxrregcount, kernel and tasks
   uint32_t idle_sleep_max_ns = 2000;       // idle worker backoff cap
-  // Continuations between stop checks: a pause waits for at most this many
-  // steps of a chain (continuations to a task itself, run in place, count).
+  // Continuations between stop checks, per chain (continuations to a task
+  // itself, run in place, count); between the tasks of a batch a warp looks
+  // every 8 tasks, so a pause waits for at most about 8 such chains.
   uint32_t stop_check_interval = 64;
   // A task running longer than this is reported; zero disables the watchdog.
   absl::Duration watchdog_deadline = absl::Seconds(10);

@@ -61,7 +61,7 @@ struct WarpScratch {
   // (the worker loop's registers live across the task call; more of them
   // spilled to local memory, which an acquire load's L1 invalidation then
   // sends to L2).
-  uint64_t sequence;         // tasks started (heartbeat)
+  uint64_t sequence;         // dispatches started (heartbeat)
   uint32_t chain_ticket;     // the running chain's host ticket (0: none)
   uint32_t chain_group;      //   its group
   uint32_t chain_status;     //   its first failure (kTaskOk between chains)

@@ -8,6 +8,7 @@
 
 #include <cstdlib>
 #include <filesystem>
+#include <regex>
 #include <fstream>
 #include <sstream>
 #include <string>
@@ -84,10 +85,15 @@ TEST_F(DeviceCodeTest, SchedulerKernelDoesNotSpill) {
   ASSERT_FALSE(source.empty());
   auto unit = compiler_->Compile("grosr/scheduler_kernel.cu", source, options);
   ASSERT_TRUE(unit.ok()) << unit.status();
-  const size_t at = unit->log.find("Function properties for grosr_scheduler");
-  ASSERT_NE(at, std::string::npos) << unit->log;
-  const std::string properties = unit->log.substr(at, unit->log.find('\n', unit->log.find('\n', at) + 1) - at);
-  EXPECT_TRUE(absl::StrContains(properties, "0 bytes spill stores, 0 bytes spill loads")) << properties;
+  // "Function properties for grosr_scheduler" and, on the next line,
+  // "... N bytes stack frame, S bytes spill stores, L bytes spill loads".
+  const std::regex properties(
+      "Function properties for grosr_scheduler\n[^\n]*?(\\d+) bytes spill stores, (\\d+) bytes "
+      "spill loads");
+  std::smatch match;
+  ASSERT_TRUE(std::regex_search(unit->log, match, properties)) << unit->log;
+  EXPECT_EQ(match[1].str(), "0") << match[0].str();
+  EXPECT_EQ(match[2].str(), "0") << match[0].str();
 }
 
 TEST_F(DeviceCodeTest, EveryExampleTaskCompiles) {

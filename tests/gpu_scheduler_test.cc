@@ -136,6 +136,17 @@ GROSR_TASK(resize_self, ResizeArgs) {
   if (ctx.lane() == 0) *args.runs += 1;
   ctx.then(ctx.self(), BigArgs{1, 2, 3});
 }
+
+// A chain of one hop to `probe`, then `probe` continuing to itself; each
+// probe step records the in-place budget it was dispatched with.
+struct ProbeArgs { unsigned left; unsigned index; unsigned probe; unsigned* out; };
+GROSR_TASK(budget_hop, ProbeArgs) { ctx.then(args.probe, args); }
+GROSR_TASK(budget_probe, ProbeArgs) {
+  if (ctx.lane() == 0) args.out[args.index] = ctx.self_step_budget;
+  if (args.left > 1) {
+    ctx.then(ctx.self(), ProbeArgs{args.left - 1, args.index + 1, args.probe, args.out});
+  }
+}
 )grosr_src";
 
 struct RecordArgs {
@@ -175,6 +186,10 @@ struct AltArgs {
 struct ResizeArgs {
   uint32_t* runs;
 };
+struct ProbeArgs {
+  uint32_t left, index, probe;
+  uint32_t* out;
+};
 
 // The record task's arguments for index i; ExpectRecords checks its output.
 RecordArgs RecordFor(uint32_t i, CUdeviceptr out, CUdeviceptr hits) {
@@ -193,7 +208,7 @@ RuntimeOptions OneWorker() {
 
 struct Ids {
   TaskId record, fail_with, chain, tree, spin_until, spawn_many, mark, spawn_chain;
-  TaskId fail_chain, alt_even, alt_odd, resize_self;
+  TaskId fail_chain, alt_even, alt_odd, resize_self, budget_hop, budget_probe;
 };
 
 // Loads the test tasks into `runtime`. Tests allocate their buffers before
@@ -202,11 +217,12 @@ struct Ids {
 Ids Load(Runtime& runtime) {
   absl::StatusOr<LoadReport> report = runtime.LoadSource("test_tasks.cu", kTestTasks);
   EXPECT_TRUE(report.ok()) << report.status();
-  EXPECT_EQ(report->tasks.size(), 12u);
+  EXPECT_EQ(report->tasks.size(), 14u);
   auto id = [&](const char* name) { return testing::IdOf(runtime, name); };
   return Ids{id("record"),     id("fail_with"), id("chain"),      id("tree"),
              id("spin_until"), id("spawn_many"), id("mark"),      id("spawn_chain"),
-             id("fail_chain"), id("alt_even"),  id("alt_odd"),    id("resize_self")};
+             id("fail_chain"), id("alt_even"),  id("alt_odd"),    id("resize_self"),
+             id("budget_hop"), id("budget_probe")};
 }
 
 const TaskStats* StatsOf(const RuntimeStats& stats, TaskId id) {
@@ -356,8 +372,9 @@ INSTANTIATE_TEST_SUITE_P(StopCheckIntervals, InPlaceChainTest, ::testing::Values
 TEST_P(InPlaceChainTest, AChainRunInPlaceReportsEachFailedStepAndGoesOn) {
   GROSR_RUNTIME_OR_SKIP(runtime, Options());
   Ids ids = Load(*runtime);
-  // Failures at 43.7% and three steps later: inside one dispatch's loop at
-  // the default interval. Scaled: compute-sanitizer runs it at 1%.
+  // Failures at 43.7% and three steps later: the first ends a dispatch's
+  // loop, the second comes in the next one. Scaled: compute-sanitizer runs
+  // it at 1%.
   const uint32_t kSteps = static_cast<uint32_t>(std::max<uint64_t>(100, Scaled(1000)));
   const uint32_t kFailAt = kSteps * 437 / 1000;
   CUdeviceptr counter = PoisonedBuffer<uint32_t>(*runtime, 1, 0);
@@ -438,6 +455,25 @@ TEST_P(InPlaceChainTest, ChainsBetweenTasksAndInPlaceRunInOrder) {
   ASSERT_TRUE(stats.ok());
   EXPECT_EQ(StatsOf(*stats, ids.alt_even)->completed, even);
   EXPECT_EQ(StatsOf(*stats, ids.alt_odd)->completed, odd);
+}
+
+// The in-place budget is what keeps a chain within stop_check_interval
+// steps of a stop check: at interval 3, a self-chain entered one step after
+// a check may run 1 step in place, later dispatches 2.
+TEST(GpuScheduler, InPlaceBudgetKeepsAChainWithinTheStopCheckInterval) {
+  RuntimeOptions options;
+  options.stop_check_interval = 3;
+  GROSR_RUNTIME_OR_SKIP(runtime, options);
+  Ids ids = Load(*runtime);
+  constexpr uint32_t kSteps = 8;
+  CUdeviceptr out = PoisonedBuffer<uint32_t>(*runtime, kSteps, kPoison);
+  GROSR_ASSERT_OK(runtime->Start());
+  absl::StatusOr<TaskHandle> h = runtime->Submit(
+      ids.budget_hop, ProbeArgs{kSteps, 0, ids.budget_probe, DevicePointer<uint32_t>(out)});
+  ASSERT_TRUE(h.ok()) << h.status();
+  GROSR_ASSERT_OK(runtime->Wait(*h, absl::Seconds(10)));
+  EXPECT_EQ(ReadBuffer<uint32_t>(*runtime, out, kSteps),
+            (std::vector<uint32_t>{1, 1, 2, 2, 2, 2, 2, 2}));
 }
 
 // then(self(), args of another size) is not run in place: the scheduler

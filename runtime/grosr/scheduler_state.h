@@ -73,7 +73,7 @@ struct CompletionRecord {
 struct alignas(16) WorkerHeartbeat {
   TaskId task_id;        // task running, or last run
   uint32_t busy;         // 1 while running task_id
-  uint64_t sequence;     // tasks this warp has started, ever
+  uint64_t sequence;     // dispatches this warp has started, ever (steps run in place not counted)
 };
 
 // Work a warp held when the kernel stopped: restored by the next launch.

@@ -175,28 +175,30 @@ struct TaskContext {
 // (a continuation to another task, a failed step's, the next one past the
 // budget) goes back to the scheduler in ctx.next, which handles it as before.
 // ctx.self_steps tells the scheduler how many ran (each counts as a task
-// that completed, for statistics and the heartbeat's sequence). The
-// heartbeat does not move during the loop: the watchdog sees its steps as
-// one task.
+// that completed, in the statistics). The heartbeat does not move during
+// the loop: the watchdog sees its steps as one task.
 //
 // Two slots alternate (ctx.next, ctx.spare): a step's arguments are copied
 // to registers before its body runs, and the slot then() writes next is
 // the other one, marked empty beforehand.
-// A task's arguments as 16-byte words in registers, loaded together from a
+// A task's arguments in registers, loaded together as 16-byte words from a
 // descriptor's (16-byte aligned) argument bytes. Args is only trivially
 // copyable (GROSR_TASK checks): it may have no default constructor or
-// assignment, so the words hold it and args() views them.
+// assignment, so byte storage holds it (the memcpy creates the Args object
+// there, C++20's implicit object creation) and args() views it.
 template <typename Args>
 struct alignas(16) ArgWords {
   static constexpr size_t kChunks = (sizeof(Args) + 15) / 16;
-  uint4 words[kChunks];
+  unsigned char bytes[kChunks * 16];
 
-  __device__ GROSR_INLINE void Load(const uint8_t* bytes) {
+  __device__ GROSR_INLINE void Load(const uint8_t* from) {
+    uint4 words[kChunks];
 #pragma unroll
-    for (size_t i = 0; i < kChunks; ++i) words[i] = reinterpret_cast<const uint4*>(bytes)[i];
+    for (size_t i = 0; i < kChunks; ++i) words[i] = reinterpret_cast<const uint4*>(from)[i];
+    memcpy(bytes, words, sizeof(words));
   }
   __device__ GROSR_INLINE const Args& args() const {
-    return *reinterpret_cast<const Args*>(words);
+    return *reinterpret_cast<const Args*>(bytes);
   }
 };
 
@@ -205,13 +207,18 @@ __device__ GROSR_INLINE void RunWithSelfContinuations(TaskContext& ctx, const ui
                                                       Body body) {
   ArgWords<Args> current;
   current.Load(first);
+  // Little lives across the body (the slot, the step count, the arguments
+  // it takes): a body that calls out (spawn, the heap) saves and restores
+  // what is live around that call, in local memory. The rest is read back
+  // from the context after the body (nothing writes those fields meanwhile:
+  // lane 0 swaps them only after the __syncwarp below).
   TaskDescriptor* slot = ctx.next;
-  TaskDescriptor* spare = ctx.spare;
-  const TaskId self = ctx.task_id;
-  const uint32_t budget = ctx.self_step_budget;
   uint32_t steps = 0;  // run in place so far (the body appears once: code size)
   for (;;) {
     body(ctx, current.args());
+    const uint32_t budget = ctx.self_step_budget;
+    TaskDescriptor* const spare = ctx.spare;
+    const TaskId self = ctx.task_id;
     if (steps == budget) break;
     __syncwarp();  // every lane's writes of the step (then, fail) are seen
     // The slot's header, its arguments and the status, loaded together (the
@@ -226,10 +233,9 @@ __device__ GROSR_INLINE void RunWithSelfContinuations(TaskContext& ctx, const ui
     if (ctx.lane() == 0) {
       spare->flags = kContinuationEmpty;
       ctx.next = spare;
+      ctx.spare = slot;
     }
-    TaskDescriptor* const used = slot;
     slot = spare;
-    spare = used;
     ++steps;
     __syncwarp();  // the step's then() goes to the marked spare slot
   }
