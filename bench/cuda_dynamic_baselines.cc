@@ -647,19 +647,14 @@ absl::StatusOr<LinkedImage> BuildDynamicBaselineKernel(const Compiler& compiler,
                                                        const DynamicBaselineKernel& kernel) {
   CompileOptions compile;
   compile.arch = arch;
-  absl::StatusOr<CompiledUnit> unit = compiler.Compile(kernel.file_name, kernel.source, compile);
-  if (!unit.ok()) {
-    return absl::Status(unit.status().code(), absl::StrCat(kernel.baseline, ": ",
-                                                           unit.status().message()));
-  }
   LinkOptions link;
-  link.arch = arch;
   // Device-side <<<>>> launches call the device runtime's entry points
   // (__cudaCDP2LaunchDeviceV2, ...): without the library the link fails.
   if (kernel.uses_device_runtime) {
     link.libraries.push_back(absl::StrCat(compiler.cuda_home(), "/lib64/libcudadevrt.a"));
   }
-  absl::StatusOr<LinkedImage> image = compiler.Link({&*unit}, link);
+  absl::StatusOr<LinkedImage> image =
+      compiler.CompileAndLink(kernel.file_name, kernel.source, compile, link);
   if (!image.ok()) {
     return absl::Status(image.status().code(), absl::StrCat(kernel.baseline, ": ",
                                                             image.status().message()));

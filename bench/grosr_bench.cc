@@ -83,10 +83,8 @@ void RunBaselines(const CudaDriver& cu, const Compiler& compiler, const std::str
   if (plan.static_baselines) {
     CompileOptions options;
     options.arch = arch;
-    CompiledUnit unit = Value(compiler.Compile("baseline.cu", kBaselineKernels, options), "compile");
-    LinkOptions link;
-    link.arch = arch;
-    LinkedImage image = Value(compiler.Link({&unit}, link), "link");
+    LinkedImage image =
+        Value(compiler.CompileAndLink("baseline.cu", kBaselineKernels, options), "build baselines");
     Module module = Value(Module::Load(cu, image.cubin), "load");
     CUfunction empty, step;
     BENCH_CHECK(cu.Check(cu.cuModuleGetFunction(&empty, module.get(), "empty_kernel"), "fn"));

@@ -304,10 +304,8 @@ int Main(int argc, char** argv) {
 
   CompileOptions spin_options;
   spin_options.arch = target.arch;
-  CompiledUnit spin_unit = Value(compiler->Compile("spin.cu", kSpinSource, spin_options), "spin");
-  LinkOptions link;
-  link.arch = target.arch;
-  LinkedImage spin_image = Value(compiler->Link({&spin_unit}, link), "spin link");
+  LinkedImage spin_image =
+      Value(compiler->CompileAndLink("spin.cu", kSpinSource, spin_options), "spin");
   Module spin_module = Value(Module::Load(cu, spin_image.cubin), "spin load");
   CUfunction spin;
   Check(cu, cu.cuModuleGetFunction(&spin, spin_module.get(), "spin"), "spin function");
@@ -319,21 +317,21 @@ int Main(int argc, char** argv) {
   probe.Idle("idle", repeat);
   {
     // Variants: the same task without -lineinfo, and without runtime headers.
+    auto idle_variant = [&](const char* label, const char* what, const char* name,
+                            const char* source, const CompileOptions& options) {
+      LinkedImage image = Value(compiler->CompileAndLink(name, source, options), label);
+      std::printf("%s: %zu bytes\n", what, image.cubin.size());
+      probe.set_cubin(image.cubin);
+      probe.Idle(label, repeat);
+    };
     CompileOptions no_lines = DeviceCompileOptions(target);
     no_lines.line_info = false;
-    CompiledUnit unit = Value(compiler->Compile("probe_nolines.cu", kTaskSource, no_lines), "nolines");
-    LinkedImage image = Value(compiler->Link({&unit}, link), "nolines link");
-    std::printf("task module without -lineinfo: %zu bytes\n", image.cubin.size());
-    probe.set_cubin(image.cubin);
-    probe.Idle("idle-nolineinfo", repeat);
+    idle_variant("idle-nolineinfo", "task module without -lineinfo", "probe_nolines.cu",
+                 kTaskSource, no_lines);
     CompileOptions bare;
     bare.arch = target.arch;
     bare.line_info = false;
-    CompiledUnit bare_unit = Value(compiler->Compile("bare.cu", kBareSource, bare), "bare");
-    LinkedImage bare_image = Value(compiler->Link({&bare_unit}, link), "bare link");
-    std::printf("bare module (no runtime headers): %zu bytes\n", bare_image.cubin.size());
-    probe.set_cubin(bare_image.cubin);
-    probe.Idle("idle-bare", repeat);
+    idle_variant("idle-bare", "bare module (no runtime headers)", "bare.cu", kBareSource, bare);
     probe.set_cubin(task.cubin);
   }
   {

@@ -238,12 +238,7 @@ absl::StatusOr<LinkedImage> BuildSlabKernels(const Compiler& compiler, const std
   CompileOptions options = DeviceCompileOptions(target);
   // Standalone kernels, not tasks: no scheduler register budget.
   options.max_registers = 0;
-  absl::StatusOr<CompiledUnit> unit = compiler.Compile("bench/slab_kernels.cu", kSlabKernelSource,
-                                                       options);
-  if (!unit.ok()) return unit.status();
-  LinkOptions link;
-  link.arch = arch;
-  return compiler.Link({&*unit}, link);
+  return compiler.CompileAndLink("bench/slab_kernels.cu", kSlabKernelSource, options);
 }
 
 uint32_t SlabPatternWord(uint32_t owner, uint32_t word, uint32_t seed) {

@@ -123,11 +123,8 @@ Result Point(const std::string& series, uint64_t n, Timed timed, double syncs,
 absl::Status CompileThroughputCode(const Compiler& compiler, const std::string& arch) {
   CompileOptions options;
   options.arch = arch;
-  absl::StatusOr<CompiledUnit> unit = compiler.Compile("tiny.cu", kTinyKernel, options);
-  if (!unit.ok()) return unit.status();
-  LinkOptions link;
-  link.arch = arch;
-  if (absl::StatusOr<LinkedImage> image = compiler.Link({&*unit}, link); !image.ok()) {
+  if (absl::StatusOr<LinkedImage> image = compiler.CompileAndLink("tiny.cu", kTinyKernel, options);
+      !image.ok()) {
     return image.status();
   }
   DeviceCodeTarget target;
@@ -149,10 +146,7 @@ void RunThroughputBaselines(const CudaDriver& cu, const Compiler& compiler,
   {
     CompileOptions options;
     options.arch = arch;
-    CompiledUnit unit = Value(compiler.Compile("tiny.cu", kTinyKernel, options), "compile tiny");
-    LinkOptions link;
-    link.arch = arch;
-    LinkedImage image = Value(compiler.Link({&unit}, link), "link tiny");
+    LinkedImage image = Value(compiler.CompileAndLink("tiny.cu", kTinyKernel, options), "build tiny");
     Module module = Value(Module::Load(cu, image.cubin), "load tiny");
     CUfunction tiny;
     CheckOrExit(cu.Check(cu.cuModuleGetFunction(&tiny, module.get(), "tiny"), "tiny"), "tiny");

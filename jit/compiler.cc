@@ -177,6 +177,17 @@ Compiler::Counters Compiler::counters() const {
   return counters;
 }
 
+absl::StatusOr<LinkedImage> Compiler::CompileAndLink(const std::string& name,
+                                                     const std::string& source,
+                                                     const CompileOptions& compile,
+                                                     const LinkOptions& link) const {
+  absl::StatusOr<CompiledUnit> unit = Compile(name, source, compile);
+  if (!unit.ok()) return unit.status();
+  LinkOptions options = link;
+  if (options.arch.empty()) options.arch = unit->arch;
+  return Link({&*unit}, options);
+}
+
 absl::StatusOr<CompiledUnit> Compiler::CompileFile(
     const std::string& path, const CompileOptions& options) const {
   absl::StatusOr<std::string> source = ReadWholeFile(path);

@@ -124,6 +124,11 @@ class Compiler {
 
   absl::StatusOr<LinkedImage> Link(absl::Span<const CompiledUnit* const> units,
                                    const LinkOptions& options) const;
+  // One source compiled and linked alone (kernels, benchmarks, probes).
+  // The link targets the unit's architecture unless `link` names one.
+  absl::StatusOr<LinkedImage> CompileAndLink(const std::string& name, const std::string& source,
+                                             const CompileOptions& compile,
+                                             const LinkOptions& link = {}) const;
 
   Counters counters() const;
   const std::string& cuda_home() const { return cuda_home_; }

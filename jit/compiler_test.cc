@@ -114,6 +114,25 @@ TEST(CompilerTest, UndefinedDeviceSymbolIsALinkError) {
   EXPECT_THAT(std::string(image.status().message()), HasSubstr("missing_helper"));
 }
 
+TEST(CompilerTest, CompileAndLinkBuildsOneSourceForItsArchitecture) {
+  auto compiler = MakeCompiler("one");
+  absl::StatusOr<LinkedImage> image = compiler->CompileAndLink("valid.cu", kValid, Sm90());
+  ASSERT_TRUE(image.ok()) << image.status();
+  EXPECT_EQ(image->cubin.substr(0, 4), "\x7f" "ELF");
+  EXPECT_EQ(compiler->counters().nvjitlink_links, 1u);
+  // Errors of either step come back as they are.
+  absl::StatusOr<LinkedImage> broken = compiler->CompileAndLink("broken.cu", "int x = ;\n", Sm90());
+  ASSERT_FALSE(broken.ok());
+  EXPECT_THAT(std::string(broken.status().message()), HasSubstr("broken.cu"));
+  absl::StatusOr<LinkedImage> unlinked = compiler->CompileAndLink(
+      "caller.cu",
+      "extern __device__ int missing_helper(int);\n"
+      "extern \"C\" __global__ void k(int* p) { *p = missing_helper(*p); }\n",
+      Sm90());
+  ASSERT_FALSE(unlinked.ok());
+  EXPECT_THAT(std::string(unlinked.status().message()), HasSubstr("missing_helper"));
+}
+
 TEST(CompilerTest, LinksUnitsThatCallEachOther) {
   auto compiler = MakeCompiler("link2");
   auto caller = compiler->Compile(
