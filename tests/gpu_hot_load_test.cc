@@ -6,6 +6,7 @@
 #include <atomic>
 #include <cstdio>
 #include <fstream>
+#include <functional>
 #include <thread>
 
 #include "absl/strings/match.h"
@@ -131,6 +132,35 @@ absl::Status SubmitIndexed(Runtime& runtime, TaskId task, GroupId group, uint32_
   return runtime.SubmitBatch(requests, group);
 }
 
+// Submits the indexed tasks [first, n) in batches from a thread of its own
+// while the test loads code; `before_batch(first)` runs before each batch.
+class BackgroundSubmitter {
+ public:
+  BackgroundSubmitter(Runtime& runtime, TaskId task, GroupId group, uint32_t first, uint32_t n,
+                      uint32_t batch, CUdeviceptr out, CUdeviceptr hits,
+                      std::function<void(uint32_t)> before_batch = nullptr)
+      : thread_([=, &runtime, this] {
+          for (uint32_t at = first; at < n && status_.ok(); at += batch) {
+            if (before_batch) before_batch(at);
+            status_ = SubmitIndexed(runtime, task, group, at, std::min(batch, n - at), out, hits);
+          }
+          done_ = true;
+        }) {}
+  ~BackgroundSubmitter() {
+    if (thread_.joinable()) thread_.join();
+  }
+  bool done() const { return done_; }
+  absl::Status Join() {
+    thread_.join();
+    return status_;
+  }
+
+ private:
+  std::atomic<bool> done_{false};
+  absl::Status status_;
+  std::thread thread_;  // last: it starts once the fields above exist
+};
+
 TEST(GpuHotLoad, NewTaskLoadsWhileHundredThousandTasksFlow) {
   GROSR_RUNTIME_OR_SKIP(runtime, RuntimeOptions{});
   GROSR_ASSERT_OK(runtime->LoadSource("stream.cu", kStreamTasks));
@@ -152,26 +182,16 @@ TEST(GpuHotLoad, NewTaskLoadsWhileHundredThousandTasksFlow) {
       runtime->Submit(chain, ChainArgs{chain_steps, DevicePointer<uint32_t>(steps)});
   ASSERT_TRUE(chain_handle.ok()) << chain_handle.status();
   // Records flow from another thread before, during and after the load.
-  std::atomic<bool> submitted_all{false};
-  absl::Status submit_status;
-  std::thread submitter([&] {
-    const uint32_t batch = 1000;
-    for (uint32_t first = 0; first < n && submit_status.ok(); first += batch) {
-      submit_status = SubmitIndexed(*runtime, record, *group, first, std::min(batch, n - first),
-                                    out, hits);
-    }
-    submitted_all = true;
-  });
-  while (Pauses(*runtime) == 0 && !submitted_all) {
+  BackgroundSubmitter submitter(*runtime, record, *group, 0, n, 1000, out, hits);
+  while (Pauses(*runtime) == 0 && !submitter.done()) {
     // Load once some records went through.
     absl::StatusOr<RuntimeStats> stats = runtime->Stats();
     ASSERT_TRUE(stats.ok());
-    if (stats->tasks[record - 1].completed > n / 4 || submitted_all) break;
+    if (stats->tasks[record - 1].completed > n / 4 || submitter.done()) break;
   }
   absl::StatusOr<LoadReport> report = runtime->LoadSource("square.cu", kSquareTask);
-  const bool loaded_while_submitting = !submitted_all;
-  submitter.join();
-  GROSR_ASSERT_OK(submit_status);
+  const bool loaded_while_submitting = !submitter.done();
+  GROSR_ASSERT_OK(submitter.Join());
   ASSERT_TRUE(report.ok()) << report.status();
   EXPECT_TRUE(report->paused);
   EXPECT_GT(report->pause_time, absl::ZeroDuration());
@@ -228,19 +248,13 @@ TEST(GpuHotLoad, ReplacedTaskSwitchesToTheNewCodeUnderLoad) {
   GROSR_ASSERT_OK(runtime->WaitGroup(*group, absl::Seconds(60)));
   std::atomic<bool> loaded{false};
   std::atomic<uint32_t> first_after_load{n};
-  absl::Status submit_status;
-  std::thread submitter([&] {
-    const uint32_t batch = 500;
-    for (uint32_t first = first_part; first < n && submit_status.ok(); first += batch) {
-      if (loaded && first_after_load == n) first_after_load = first;
-      submit_status = SubmitIndexed(*runtime, version, *group, first,
-                                    std::min(batch, n - first), out, hits);
-    }
-  });
+  BackgroundSubmitter submitter(*runtime, version, *group, first_part, n, 500, out, hits,
+                                [&](uint32_t first) {
+                                  if (loaded && first_after_load == n) first_after_load = first;
+                                });
   absl::StatusOr<LoadReport> report = runtime->LoadSource("version.cu", VersionSource(2));
   loaded = true;
-  submitter.join();
-  GROSR_ASSERT_OK(submit_status);
+  GROSR_ASSERT_OK(submitter.Join());
   ASSERT_TRUE(report.ok()) << report.status();
   ASSERT_EQ(report->replaced, std::vector<std::string>{"version"});
   ASSERT_EQ(report->tasks.size(), 1u);
@@ -423,25 +437,15 @@ TEST(GpuHotLoad, LoadsWhileASmallQueueIsFullLoseNothing) {
   GROSR_ASSERT_OK(runtime->Start());
   absl::StatusOr<GroupId> group = runtime->CreateGroup();
   ASSERT_TRUE(group.ok());
-  std::atomic<bool> submitted_all{false};
-  absl::Status submit_status;
-  std::thread submitter([&] {
-    const uint32_t batch = 2000;
-    for (uint32_t first = 0; first < n && submit_status.ok(); first += batch) {
-      submit_status = SubmitIndexed(*runtime, version, *group, first, std::min(batch, n - first),
-                                    out, hits);
-    }
-    submitted_all = true;
-  });
+  BackgroundSubmitter submitter(*runtime, version, *group, 0, n, 2000, out, hits);
   int loads = 0;
-  for (; loads < 8 && (loads < 2 || !submitted_all); ++loads) {
+  for (; loads < 8 && (loads < 2 || !submitter.done()); ++loads) {
     absl::StatusOr<LoadReport> report =
         runtime->LoadSource("version.cu", VersionSource(2 + loads % 2));
     EXPECT_TRUE(report.ok()) << "load " << loads << ": " << report.status();
     if (!report.ok()) break;
   }
-  submitter.join();
-  GROSR_ASSERT_OK(submit_status);
+  GROSR_ASSERT_OK(submitter.Join());
   GROSR_ASSERT_OK(runtime->WaitGroup(*group, absl::Seconds(120)));
   std::vector<uint32_t> values = ReadBuffer<uint32_t>(*runtime, out, n);
   std::vector<uint32_t> counts = ReadBuffer<uint32_t>(*runtime, hits, n);
