@@ -181,25 +181,67 @@ struct TaskContext {
 // Two slots alternate (ctx.next, ctx.spare): a step's arguments are copied
 // to registers before its body runs, and the slot then() writes next is
 // the other one, marked empty beforehand.
-// A task's arguments in registers, loaded together as 16-byte words from a
-// descriptor's (16-byte aligned) argument bytes. Args is only trivially
-// copyable (GROSR_TASK checks): it may have no default constructor or
-// assignment, so byte storage holds it (the memcpy creates the Args object
-// there, C++20's implicit object creation) and args() views it.
-template <typename Args>
-struct alignas(16) ArgWords {
-  static constexpr size_t kChunks = (sizeof(Args) + 15) / 16;
-  unsigned char bytes[kChunks * 16];
+// 16 bytes of a continuation slot (shared memory, 16-byte aligned), loaded
+// where the call stands. The in-place loop loads a slot's header and its
+// arguments together; with plain loads ptxas moved the argument load
+// behind the header's check (and even an asm ld: ptxas sees only PTX),
+// and the two loads in series cost ~250 SM cycles a step (H200, A/B of
+// 299a215). A volatile load is neither moved into a branch nor narrowed;
+// on shared memory it costs what a plain one does.
+__device__ GROSR_INLINE uint4 LoadSlotWord(const void* from) {
+  uint4 v;
+  asm volatile("ld.volatile.v4.u32 {%0, %1, %2, %3}, [%4];"
+               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+               : "l"(from)
+               : "memory");
+  return v;
+}
+// The same for a pointer in shared memory (the context's spare slot).
+__device__ GROSR_INLINE TaskDescriptor* LoadSlotPointer(TaskDescriptor* const* from) {
+  uint64_t v;
+  asm volatile("ld.volatile.u64 %0, [%1];" : "=l"(v) : "l"(from) : "memory");
+  return reinterpret_cast<TaskDescriptor*>(v);
+}
 
+// Args and padding up to a whole number of 16-byte words (what a bit cast
+// from those words needs: the same size).
+template <typename Args, size_t kPad>
+struct PaddedArgs {
+  Args args;
+  unsigned char pad[kPad];
+};
+template <typename Args>
+struct PaddedArgs<Args, 0> {
+  Args args;
+};
+
+// A task's arguments in registers, as the 16-byte words they were loaded
+// in. Args is only trivially copyable (GROSR_TASK checks): it may have no
+// default constructor or assignment, so the words are what is kept and
+// assigned, and args() makes an Args from them with a bit cast -- a
+// renaming of registers. (Byte storage with a memcpy, the other way that
+// needs neither, made the compiler rebuild every word from its bytes.)
+template <typename Args>
+struct ArgWords {
+  static constexpr size_t kChunks = (sizeof(Args) + 15) / 16;
+  using Padded = PaddedArgs<Args, kChunks * 16 - sizeof(Args)>;
+  struct Words {
+    uint4 w[kChunks];
+  };
+  static_assert(sizeof(Padded) == sizeof(Words), "arguments must pad to whole 16-byte words");
+  Words words;
+
+  // From a descriptor's (16-byte aligned) argument bytes.
   __device__ GROSR_INLINE void Load(const uint8_t* from) {
-    uint4 words[kChunks];
 #pragma unroll
-    for (size_t i = 0; i < kChunks; ++i) words[i] = reinterpret_cast<const uint4*>(from)[i];
-    memcpy(bytes, words, sizeof(words));
+    for (size_t i = 0; i < kChunks; ++i) words.w[i] = reinterpret_cast<const uint4*>(from)[i];
   }
-  __device__ GROSR_INLINE const Args& args() const {
-    return *reinterpret_cast<const Args*>(bytes);
+  // From a continuation slot, in place (LoadSlotWord).
+  __device__ GROSR_INLINE void LoadFromSlot(const TaskDescriptor* slot) {
+#pragma unroll
+    for (size_t i = 0; i < kChunks; ++i) words.w[i] = LoadSlotWord(slot->args + 16 * i);
   }
+  __device__ GROSR_INLINE Args args() const { return __builtin_bit_cast(Padded, words).args; }
 };
 
 template <typename Args, typename Body>
@@ -207,28 +249,31 @@ __device__ GROSR_INLINE void RunWithSelfContinuations(TaskContext& ctx, const ui
                                                       Body body) {
   ArgWords<Args> current;
   current.Load(first);
-  // Little lives across the body (the slot, the step count, the arguments
-  // it takes): a body that calls out (spawn, the heap) saves and restores
-  // what is live around that call, in local memory. The rest is read back
-  // from the context after the body (nothing writes those fields meanwhile:
-  // lane 0 swaps them only after the __syncwarp below).
+  // Little lives across the body (the slot, the step count, the argument
+  // words): a body that calls out (spawn, the heap) saves and restores what
+  // is live around that call, in local memory. The rest is read back from
+  // the context after the body (nothing writes those fields meanwhile: lane
+  // 0 swaps them only after the first __syncwarp below).
   TaskDescriptor* slot = ctx.next;
   uint32_t steps = 0;  // run in place so far (the body appears once: code size)
   for (;;) {
     body(ctx, current.args());
-    const uint32_t budget = ctx.self_step_budget;
-    TaskDescriptor* const spare = ctx.spare;
-    const TaskId self = ctx.task_id;
-    if (steps == budget) break;
     __syncwarp();  // every lane's writes of the step (then, fail) are seen
-    // The slot's header, its arguments and the status, loaded together (the
-    // arguments are used only if the slot holds this task's continuation).
-    const uint4 head = *reinterpret_cast<const uint4*>(slot);
+    // Everything the decision needs, loaded together: the slot's header and
+    // arguments (used only if it holds this task's continuation), the
+    // status and the context's fields.
+    const uint4 head = LoadSlotWord(slot);
     ArgWords<Args> next;
-    next.Load(slot->args);
+    next.LoadFromSlot(slot);
+    const uint32_t budget = ctx.self_step_budget;
+    TaskDescriptor* const spare = LoadSlotPointer(&ctx.spare);
+    const TaskId self = ctx.task_id;
     const uint32_t status = ctx.status;
     const uint32_t size_and_flags = head.y;  // arg_bytes | flags << 16
-    if ((head.x != self) | (size_and_flags != ArgBytesOf<Args>()) | (status != kTaskOk)) break;
+    if ((steps == budget) | (head.x != self) | (size_and_flags != ArgBytesOf<Args>()) |
+        (status != kTaskOk)) {
+      break;
+    }
     current = next;
     if (ctx.lane() == 0) {
       spare->flags = kContinuationEmpty;
