@@ -617,15 +617,19 @@ absl::StatusOr<SlabSnapshot> DeviceSlab::Snapshot() {
     return s;
   }
   snapshot.usage = MeasureSlabUsage(states->data(), layout_.page_count, layout_.page_shift);
-  // The allocator's own IsHint, over the host copies.
-  SlabAllocator host = view_;
-  host.page_state = states->data();
-  host.hints = hints->data();
+  // Pages the hints name (at rest, none is being replaced). A page with its
+  // hint bit that no hint names was lost by the replacement protocol: held.
+  std::vector<bool> named(layout_.page_count, false);
+  for (uint64_t h : *hints) {
+    const uint64_t page_plus_one = h & ~SlabAllocator::kReplacing;
+    if (page_plus_one != 0 && page_plus_one <= layout_.page_count) named[page_plus_one - 1] = true;
+  }
   for (uint32_t page = 0; page < layout_.page_count; ++page) {
     const uint64_t s = (*states)[page];
     const uint32_t cls = SlabAllocator::ClassOf(s);
     if (cls == SlabAllocator::kFreePage) continue;
-    if (cls <= host.class_count() && SlabAllocator::LiveOf(s) == 0 && host.IsHint(page, cls)) {
+    if (cls <= view_.class_count() && SlabAllocator::LiveOf(s) == 0 &&
+        SlabAllocator::IsHintState(s) && named[page]) {
       ++snapshot.hint_pages;
     } else {
       ++snapshot.pages_held;

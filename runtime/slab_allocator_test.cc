@@ -34,16 +34,30 @@ class HostSlab {
     a_.Initialize();
   }
   const SlabAllocator& allocator() const { return a_; }
+  uint64_t hint(uint32_t cls, uint32_t shard) const {
+    return hints_[cls * SlabAllocator::kShards + shard % SlabAllocator::kShards];
+  }
+  void set_hint(uint32_t cls, uint32_t shard, uint64_t value) {
+    hints_[cls * SlabAllocator::kShards + shard % SlabAllocator::kShards] = value;
+  }
   const SlabCounters& counters() const { return counters_; }
   SlabUsage usage() const { return MeasureSlabUsage(states_.data(), a_.page_count, a_.page_shift); }
-  // Pages neither free nor a hint with no live blocks: what leaked.
+  // Pages neither free nor an empty page a hint names: what leaked. Also
+  // checks the replacement protocol at rest: every page with its hint bit
+  // is named by a hint, and no hint is left claimed.
   uint32_t PagesHeld() const {
+    std::vector<bool> named(a_.page_count, false);
+    for (uint64_t h : hints_) {
+      EXPECT_EQ(h & SlabAllocator::kReplacing, 0u) << "a hint left claimed";
+      if (h != 0) named[h - 1] = true;
+    }
     uint32_t held = 0;
     for (uint32_t page = 0; page < a_.page_count; ++page) {
       const uint64_t s = states_[page];
       const uint32_t cls = SlabAllocator::ClassOf(s);
+      EXPECT_EQ(SlabAllocator::IsHintState(s), named[page]) << "page " << page;
       if (cls == SlabAllocator::kFreePage) continue;
-      if (cls <= a_.class_count() && SlabAllocator::LiveOf(s) == 0 && a_.IsHint(page, cls)) continue;
+      if (cls <= a_.class_count() && SlabAllocator::LiveOf(s) == 0 && named[page]) continue;
       ++held;
     }
     return held;
@@ -169,12 +183,67 @@ TEST(SlabAllocatorTest, BatchesAreDistinctSpanPagesAndCountShortfalls) {
   // Page runs (above half a page) come one run per block; a short batch
   // counts every missing run.
   const uint64_t failed_before = slab.counters().failed;
-  ASSERT_EQ(a.AllocateBatch(3 << 12, 5, 0, 0, got), 2u) << "8 pages hold two runs of 3";
-  EXPECT_EQ(slab.counters().failed, failed_before + 3);
+  // Seven pages are free (the eighth is the empty hint page, wherever it
+  // is): three runs of two fit, whatever the gap.
+  ASSERT_EQ(a.AllocateBatch(2 << 12, 5, 0, 0, got), 3u) << "7 free pages hold three runs of 2";
+  EXPECT_EQ(slab.counters().failed, failed_before + 2);
   EXPECT_EQ(slab.usage().large_pages, 6u);
-  EXPECT_EQ(a.Free(got[0]), SlabAllocator::kFreeOk);
-  EXPECT_EQ(a.Free(got[1]), SlabAllocator::kFreeOk);
+  for (int k = 0; k < 3; ++k) EXPECT_EQ(a.Free(got[k]), SlabAllocator::kFreeOk);
   EXPECT_EQ(slab.PagesHeld(), 0u);
+}
+
+// A batch of at least a page's blocks takes whole pages from the pool for
+// itself: every block of those pages, the shard's hint untouched; freed,
+// the pages go back to the pool.
+TEST(SlabAllocatorTest, BatchesOfWholePagesBypassTheHint) {
+  HostSlab slab(8, 16);  // 64 KiB pages: 16 blocks of 4 KiB
+  const SlabAllocator& a = slab.allocator();
+  const uint32_t cls = a.ClassFor(4096);
+  void* got[64];
+  ASSERT_EQ(a.AllocateBatch(4096, 32, 3, 0, got), 32u);
+  EXPECT_EQ(slab.hint(cls, 3), 0u) << "two whole pages need no hint";
+  EXPECT_EQ(slab.counters().pages_in_use, 2u);
+  EXPECT_EQ(slab.usage().blocks[cls], 32u);
+  const std::vector<void*> first(got, got + 32);
+  for (void* p : first) Fill(p, 4096, reinterpret_cast<uintptr_t>(p));
+  // 40 more: two whole pages and 8 blocks through the hint.
+  ASSERT_EQ(a.AllocateBatch(4096, 40, 3, 0, got), 40u);
+  EXPECT_NE(slab.hint(cls, 3), 0u);
+  EXPECT_EQ(slab.counters().pages_in_use, 5u);
+  for (void* p : first) EXPECT_TRUE(Check(p, 4096, reinterpret_cast<uintptr_t>(p))) << "overwritten";
+  std::vector<void*> blocks = first;
+  blocks.insert(blocks.end(), got, got + 40);
+  std::sort(blocks.begin(), blocks.end());
+  EXPECT_EQ(std::adjacent_find(blocks.begin(), blocks.end()), blocks.end()) << "a block twice";
+  for (void* p : blocks) ASSERT_EQ(a.Free(p), SlabAllocator::kFreeOk);
+  EXPECT_EQ(slab.PagesHeld(), 0u);
+  EXPECT_EQ(slab.counters().pages_in_use, 1u) << "only the empty hint page stays out of the pool";
+}
+
+// A caller that claimed a hint's replacement and never finished (a stalled
+// warp) holds the others back only for a bounded wait: then one of them
+// replaces the page itself, and the old page is released as usual.
+TEST(SlabAllocatorTest, AStalledReplacementIsTakenOver) {
+  HostSlab slab(8, 12);  // 4 KiB pages: 4 blocks of 1 KiB
+  const SlabAllocator& a = slab.allocator();
+  const uint32_t cls = a.ClassFor(1024);
+  void* first[3];
+  ASSERT_EQ(a.AllocateBatch(1024, 3, 0, 0, first), 3u);  // through the hint: 3 of 4
+  void* last = a.Allocate(1024, 0, 0);                    // fills the hint page
+  ASSERT_NE(last, nullptr);
+  const uint64_t named = slab.hint(cls, 0);
+  ASSERT_NE(named, 0u);
+  slab.set_hint(cls, 0, named | SlabAllocator::kReplacing);  // claimed, then stalled
+  void* next = a.Allocate(1024, 0, 0);
+  ASSERT_NE(next, nullptr) << "waited on the stalled claim for ever";
+  EXPECT_NE(slab.hint(cls, 0), named) << "not replaced";
+  EXPECT_EQ(slab.hint(cls, 0) & SlabAllocator::kReplacing, 0u);
+  // The replaced page lost its hint bit: freeing its blocks retires it.
+  for (void* p : first) ASSERT_EQ(a.Free(p), SlabAllocator::kFreeOk);
+  ASSERT_EQ(a.Free(last), SlabAllocator::kFreeOk);
+  ASSERT_EQ(a.Free(next), SlabAllocator::kFreeOk);
+  EXPECT_EQ(slab.PagesHeld(), 0u);
+  EXPECT_EQ(slab.counters().pages_in_use, 1u) << "only the new, empty hint page";
 }
 
 // Several blocks of one bitmap word freed with one fetch_and (what a warp's

@@ -7,12 +7,14 @@
 // Metadata lives outside the arena, so a task overrunning its block cannot
 // corrupt the allocator.
 //
-//   page state word (64 bits):  generation:24 | class:8 | live:32
+//   page state word (64 bits):  generation:23 | hint:1 | class:8 | live:32
 //     class: kFreePage (in the pool), a size class, kLargeHead/kLargeTail
+//     hint:  a hint names the page (or is about to, or just stopped)
 //     live:  blocks allocated or reserved on the page (head: run length)
 //   page bitmap: one bit per block, 1 = allocated
 //   pool bitmap: one bit per page, 1 = free page
-//   hints[class][shard]: page + 1 that allocations of a class try first
+//   hints[class][shard]: page + 1 that allocations of a class try first,
+//     and kReplacing while one caller replaces that page
 //
 // AllocateBatch(class, n) (Allocate is a batch of one): read a hint page
 // and its generation; reserve up to n blocks by fetch_add(n) on the page's
@@ -20,16 +22,22 @@
 // the page is full, undo (Release) and move on; otherwise give back what
 // the page could not hold, and that many clear bits are certain to exist
 // (invariant 2): set them, as many per fetch_or as a bitmap word has. A
-// full hint page is replaced by a fresh page from the pool (CAS on the
-// hint; the loser gives its fresh page back). The winner then retires the
-// page it replaced if that page emptied meanwhile: its last free found it
-// still a hint and kept it (a seq_cst fence on both sides makes sure one
-// of them sees the other).
+// full hint page is replaced by one caller: it claims the hint (sets
+// kReplacing), takes a fresh page from the pool, sets the page's class and
+// hint bit, and publishes it (CAS on the hint); the shard's other callers
+// wait for the new page instead of each taking one (a GPU's worth of them
+// did, and gave all but one back: 1.3 G allocations/s at 16 B, run K). A
+// claim that takes too long is taken over, so no caller waits on another
+// without bound. The one who replaced a page clears its hint bit, and
+// retires it if it emptied meanwhile. A batch that fills whole pages (32
+// blocks of 4 KiB, 16 a page) takes them from the pool for itself.
 // Free(p) / FreeBits(word, bits): find the page, check class and alignment,
 // clear the blocks' bits with one fetch_and (a bit already clear is a
 // double free: counted, nothing changes), then Release: fetch_sub(k) on the
-// state word. Whoever brings `live` to 0 on a page that is not a hint
+// state word. Whoever brings `live` to 0 on a page without its hint bit
 // retires it: CAS to {generation + 1, kFreePage, 0} and set its pool bit.
+// Clearing the hint bit and the last release are read-modify-writes of one
+// word: whichever comes second sees the other, and retires the page.
 // A stale reserver still holding a unit makes that CAS fail; its own undo
 // then retires the page. Because retiring bumps the generation, a reserver
 // that read the page before it was retired and reused can never take a
@@ -38,12 +46,14 @@
 // or one fetch_and.
 //
 // Invariants:
-//   1. A page's pool bit is 1 only while its class is kFreePage and its live
-//      count holds no block (transient reservations only, each undone).
+//   1. A page's pool bit is 1 only while its class is kFreePage, its hint
+//      bit is clear and its live count holds no block (transient
+//      reservations only, each undone).
 //   2. Set bits on a page <= live (bits are set after the reservation and
 //      cleared before the release), so a reservation with live <= capacity
 //      always finds a clear bit.
-//   3. Pages stay in their class only while they hold blocks or are hints:
+//   3. A page a hint names has its hint bit set and stays in its class.
+//   4. Pages stay in their class only while they hold blocks or are hints:
 //      memory freed in one class is reusable by any class once its page
 //      empties. Fragmentation is bounded by one partly used page per class
 //      per shard plus pages kept alive by their last live block.
@@ -62,7 +72,8 @@
 // the previous owner's writes to the block happen before the next owner's;
 // page state words use acq_rel for the same reason across page reuse; the
 // hint and pool words are acq_rel (a page's metadata is written before it
-// is published).
+// is published). No fences: every decision to retire a page is made by a
+// read-modify-write of its state word.
 #ifndef GROSR_SLAB_ALLOCATOR_H_
 #define GROSR_SLAB_ALLOCATOR_H_
 
@@ -89,6 +100,14 @@ struct SlabAllocator {
   static constexpr uint32_t kFreePage = 0;
   static constexpr uint32_t kLargeHead = 0xfe;
   static constexpr uint32_t kLargeTail = 0xff;
+  static constexpr uint64_t kHintBit = uint64_t{1} << 40;
+  static constexpr uint32_t kGenerationMask = (1u << 23) - 1;
+  // In a hint word: one caller is replacing the page it names.
+  static constexpr uint64_t kReplacing = uint64_t{1} << 63;
+  // Polls of a claimed hint before a caller takes the replacement over
+  // (backing off from 64 ns to 1 us: ~30 us in all; a replacement takes a
+  // few microseconds).
+  static constexpr uint32_t kReplacementWaits = 36;
   // Reasons recorded for a rejected free.
   enum : uint32_t { kFreeOk = 0, kFreeForeign = 1, kFreeMisaligned = 2, kFreeDouble = 3 };
 
@@ -138,11 +157,12 @@ struct SlabAllocator {
   }
 
   // --- state words ------------------------------------------------------------
-  static GROSR_HD uint32_t GenerationOf(uint64_t s) { return static_cast<uint32_t>(s >> 40); }
+  static GROSR_HD uint32_t GenerationOf(uint64_t s) { return static_cast<uint32_t>(s >> 41); }
+  static GROSR_HD bool IsHintState(uint64_t s) { return (s & kHintBit) != 0; }
   static GROSR_HD uint32_t ClassOf(uint64_t s) { return static_cast<uint32_t>(s >> 32) & 0xff; }
   static GROSR_HD uint32_t LiveOf(uint64_t s) { return static_cast<uint32_t>(s); }
   static GROSR_HD uint64_t MakeState(uint32_t generation, uint32_t cls, uint32_t live) {
-    return (uint64_t{generation & 0xffffff} << 40) | (uint64_t{cls} << 32) | live;
+    return (uint64_t{generation & kGenerationMask} << 41) | (uint64_t{cls} << 32) | live;
   }
 
   // --- allocation ---------------------------------------------------------------
@@ -176,50 +196,67 @@ struct SlabAllocator {
       }
       return got;
     }
+    // A batch that fills whole pages takes them for itself: through the
+    // hint, every caller of the shard would wait for one replacement per
+    // page. (The hint path serves, or counts, what the pool cannot.)
+    const uint32_t capacity = BlocksPerPage(cls);
+    while (want - got >= capacity) {
+      uint32_t page;
+      if (!TakePoolPages(1, salt + shard * 7919u + got, &page)) break;
+      got += TakeWholePage(page, cls, out + got);
+    }
     DeviceAtomic64 hint(hints[cls * kShards + shard % kShards]);
     // No attempt limit: a short batch only when the pool is empty and the
     // hint did not move (a bounded loop returned null under a full grid's
     // contention while pages were free). Each failed round means another
     // thread took blocks or replaced the hint: lock-free, not wait-free.
+    uint32_t waits = 0;
     while (got < want) {
-      uint64_t h = hint.load(kAcquire);
-      bool hint_in_class = false;
-      uint32_t hint_generation = 0;
-      if (h != 0) {
-        const uint32_t page = static_cast<uint32_t>(h - 1);
+      const uint64_t h = hint.load(kAcquire);
+      const uint64_t named = h & ~kReplacing;
+      if (named != 0) {
+        const uint32_t page = static_cast<uint32_t>(named - 1);
         const uint64_t seen = DeviceAtomic64(page_state[page]).load(kAcquire);
+        // Not in the class: the hint moved on and the page was reused.
         if (ClassOf(seen) == cls) {
-          hint_in_class = true;
-          hint_generation = GenerationOf(seen);
-          got += TakeBlocks(page, cls, hint_generation, want - got, salt, out + got);
+          got += TakeBlocks(page, cls, GenerationOf(seen), want - got, salt, out + got);
           if (got == want) break;
         }
       }
       // The hint page is full (or gone). If another thread replaced the
-      // hint meanwhile, try its page before taking one from the pool.
+      // hint meanwhile, try its page.
       if (hint.load(kAcquire) != h) continue;
+      const uint64_t claimed = h | kReplacing;
+      if (h == claimed) {
+        // Another caller is replacing the page: wait for it.
+        if (++waits <= kReplacementWaits) {
+          SpinPause(waits < 5 ? 64u << waits : 1024u);
+          continue;
+        }
+        waits = 0;  // too long: replace it ourselves (whoever publishes first wins)
+      } else {
+        uint64_t expected = h;
+        if (!hint.compare_exchange_strong(expected, claimed, kAcqRel, kAcquire)) continue;
+      }
       uint32_t fresh;
       if (!TakePoolPages(1, salt + shard * 7919u, &fresh)) {
-        // The pool can be empty only for a moment, while racing threads
-        // hold fresh pages they give back: if the hint moved, its page may
-        // have room. Short only when it did not.
-        if (hint.load(kAcquire) != h) continue;
+        // No page: withdraw the claim and come back short -- unless the
+        // hint moved meanwhile, when its page may have room.
+        uint64_t expected = claimed;
+        if (!hint.compare_exchange_strong(expected, named, kAcqRel, kAcquire)) continue;
         DeviceAtomic64(counters->failed).fetch_add(want - got, kRelaxed);
         return got;
       }
-      DeviceAtomic64 state(page_state[fresh]);
-      const uint64_t old = state.load(kRelaxed);
-      // Class kFreePage -> cls, keeping transient reservations in `live`.
-      state.fetch_add(uint64_t{cls} << 32, kAcqRel);
-      const uint32_t generation = GenerationOf(old);
-      uint64_t expected = h;
+      const uint32_t generation = MarkHintPage(fresh, cls);
+      uint64_t expected = claimed;
       if (!hint.compare_exchange_strong(expected, uint64_t{fresh} + 1, kAcqRel, kAcquire)) {
-        // Someone else replaced the hint first: give the fresh page back.
-        RetireIfEmpty(fresh, generation, cls);
+        // Another caller published first (it took over, or the hint moved
+        // on): give the fresh page back.
+        UnmarkHintPage(fresh);
         continue;
       }
-      // The page we stopped naming may have emptied while it was a hint.
-      if (hint_in_class) HintReplaced(static_cast<uint32_t>(h - 1), hint_generation, cls);
+      // The hint no longer names the old page: it may be retired now.
+      if (named != 0) UnmarkHintPage(static_cast<uint32_t>(named - 1));
       got += TakeBlocks(fresh, cls, generation, want - got, salt, out + got);
     }
     return got;
@@ -412,7 +449,7 @@ struct SlabAllocator {
     DeviceAtomic64 state(page_state[page]);
     const uint64_t before = state.fetch_add(want, kAcqRel);
     const uint32_t capacity = BlocksPerPage(cls);
-    if (GenerationOf(before) != (generation & 0xffffff) || ClassOf(before) != cls ||
+    if (GenerationOf(before) != (generation & kGenerationMask) || ClassOf(before) != cls ||
         LiveOf(before) >= capacity) {
       Release(page, want);
       return 0;
@@ -456,56 +493,59 @@ struct SlabAllocator {
     return got;
   }
 
-  // Gives back `units` of `live`; retires the page if that emptied it.
+  // Gives back `units` of `live`; retires the page if that emptied it and
+  // no hint names it (one that does keeps it; clearing its hint bit then
+  // retires it: UnmarkHintPage).
   GROSR_HD void Release(uint32_t page, uint32_t units = 1) const {
     const uint64_t before = DeviceAtomic64(page_state[page]).fetch_sub(units, kAcqRel);
-    if (LiveOf(before) == units) {
-      // Pairs with the fence after a hint CAS (HintReplaced): of this
-      // release and that replacement, at least one sees the other, so an
-      // emptied page that stops being a hint is always retired.
-      SeqCstFence();
+    if (LiveOf(before) == units && !IsHintState(before)) {
       const uint32_t cls = ClassOf(before);
       if (cls != kFreePage && cls <= class_count()) RetireIfEmpty(page, GenerationOf(before), cls);
     }
   }
 
-  // Whether a hint of `cls` names `page`. Relaxed: it only keeps a hint's
-  // page for its shard. A page retired while a hint names it is safe: every
-  // allocator sees it is no longer in its class and takes a fresh page. A
-  // page kept because a hint named it is retired by the one that replaces
-  // the hint (HintReplaced; the seq_cst fences there and in Release make
-  // sure one of the two sees the other).
-  GROSR_HD bool IsHint(uint32_t page, uint32_t cls) const {
-    uint64_t* const mine = hints + cls * kShards;
-    for (uint32_t s = 0; s < kShards; ++s) {
-      if (DeviceAtomic64(mine[s]).load(kRelaxed) == uint64_t{page} + 1) return true;
-    }
-    return false;
+  // A fresh page from the pool becomes a page of `cls` that a hint is about
+  // to name. Keeps transient reservations in `live`. Returns its generation.
+  GROSR_HD uint32_t MarkHintPage(uint32_t page, uint32_t cls) const {
+    const uint64_t before =
+        DeviceAtomic64(page_state[page]).fetch_add((uint64_t{cls} << 32) | kHintBit, kAcqRel);
+    return GenerationOf(before);
   }
 
-  // After a CAS that stopped a hint naming `page`: retire the page if it
-  // emptied while it was the hint (its last Release kept it then). The
-  // fence pairs with Release's (store buffering: without both, the last
-  // Release could read the old hint and this could read the old count).
-  GROSR_HD void HintReplaced(uint32_t page, uint32_t generation, uint32_t cls) const {
-    SeqCstFence();
-    RetireIfEmpty(page, generation, cls);
+  // After a hint stopped naming `page` (or never got to): clears its hint
+  // bit, and retires it if it holds no block. Of this and the last Release,
+  // whichever comes second sees the other (one word), so an emptied page
+  // is always retired.
+  GROSR_HD void UnmarkHintPage(uint32_t page) const {
+    const uint64_t before = DeviceAtomic64(page_state[page]).fetch_sub(kHintBit, kAcqRel);
+    if (LiveOf(before) == 0) RetireIfEmpty(page, GenerationOf(before), ClassOf(before));
   }
 
-  // Returns an empty page that is no hint to the pool.
+  // Returns an empty page with no hint bit to the pool.
   GROSR_HD void RetireIfEmpty(uint32_t page, uint32_t generation, uint32_t cls) const {
-    if (IsHint(page, cls)) return;
     uint64_t expected = MakeState(generation, cls, 0);
-    // Fails while anyone holds a unit (their Release retries) or if the
-    // page moved on.
+    // Fails while anyone holds a unit (their Release retries), while a hint
+    // names it, or if the page moved on.
     if (!DeviceAtomic64(page_state[page])
              .compare_exchange_strong(expected, MakeState(generation + 1, kFreePage, 0),
                                       kAcqRel, kRelaxed)) {
       return;
     }
-    // A hint may have named it meanwhile (a fresh page is never retired
-    // here before it became a hint: the CAS above needs class == cls).
     ReturnPoolPages(page, 1);
+  }
+
+  // A page from the pool, all of it for the caller (a batch of at least a
+  // page's blocks, so at most 64): its class, every block live, every bit
+  // set (fetch_or: a stale double free racing with this is refused, not
+  // overwritten). Writes the blocks to out[]; returns how many.
+  GROSR_HD uint32_t TakeWholePage(uint32_t page, uint32_t cls, void** out) const {
+    const uint32_t capacity = BlocksPerPage(cls);
+    DeviceAtomic64(page_state[page]).fetch_add((uint64_t{cls} << 32) + capacity, kAcqRel);
+    const uint64_t all = capacity >= 64 ? ~uint64_t{0} : ((uint64_t{1} << capacity) - 1);
+    DeviceAtomic64(page_bits[uint64_t{page} * words_per_page]).fetch_or(all, kAcqRel);
+    uint8_t* const base = arena + (uint64_t{page} << page_shift);
+    for (uint32_t i = 0; i < capacity; ++i) out[i] = base + uint64_t{i} * BlockBytes(cls);
+    return capacity;
   }
 
   GROSR_HD static uint32_t Log2(uint64_t power_of_two) {
@@ -559,9 +599,9 @@ struct SlabAllocator {
   GROSR_HD void CountPages(uint32_t count) const {
     const uint64_t now = DeviceAtomic64(counters->pages_in_use).fetch_add(count, kRelaxed) + count;
     DeviceAtomic64 high(counters->pages_high_water);
-    uint64_t seen = high.load(kRelaxed);
-    while (seen < now && !high.compare_exchange_weak(seen, now, kRelaxed, kRelaxed)) {
-    }
+    // One atomic max, only when it would raise the mark (a CAS loop here
+    // retried under a GPU's worth of page takes).
+    if (high.load(kRelaxed) < now) high.fetch_max(now, kRelaxed);
   }
 
   // Requests above half a page: a run of whole pages within one pool word.
