@@ -196,12 +196,6 @@ __device__ GROSR_INLINE uint4 LoadSlotWord(const void* from) {
                : "memory");
   return v;
 }
-// The same for a pointer in shared memory (the context's spare slot).
-__device__ GROSR_INLINE TaskDescriptor* LoadSlotPointer(TaskDescriptor* const* from) {
-  uint64_t v;
-  asm volatile("ld.volatile.u64 %0, [%1];" : "=l"(v) : "l"(from) : "memory");
-  return reinterpret_cast<TaskDescriptor*>(v);
-}
 
 // Args and padding up to a whole number of 16-byte words (what a bit cast
 // from those words needs: the same size).
@@ -249,24 +243,27 @@ __device__ GROSR_INLINE void RunWithSelfContinuations(TaskContext& ctx, const ui
                                                       Body body) {
   ArgWords<Args> current;
   current.Load(first);
-  // Little lives across the body (the slot, the step count, the argument
-  // words): a body that calls out (spawn, the heap) saves and restores what
-  // is live around that call, in local memory. The rest is read back from
-  // the context after the body (nothing writes those fields meanwhile: lane
-  // 0 swaps them only after the first __syncwarp below).
+  // Little lives across the body (the two slots, the step count, the
+  // argument words): a body that calls out (spawn, the heap) saves and
+  // restores what is live around that call, in local memory. The rest is
+  // read back from the context after the body. The loop writes only
+  // ctx.next (lane 0, after every lane's last read of the context in the
+  // step): a context field that lanes read after the body and lane 0 then
+  // rewrote raced when the lanes had diverged in the body (racecheck; a
+  // chain whose lanes took different slots never ended).
   TaskDescriptor* slot = ctx.next;
+  TaskDescriptor* spare = ctx.spare;
   uint32_t steps = 0;  // run in place so far (the body appears once: code size)
   for (;;) {
     body(ctx, current.args());
     __syncwarp();  // every lane's writes of the step (then, fail) are seen
     // Everything the decision needs, loaded together: the slot's header and
     // arguments (used only if it holds this task's continuation), the
-    // status and the context's fields.
+    // status, the budget and the id.
     const uint4 head = LoadSlotWord(slot);
     ArgWords<Args> next;
     next.LoadFromSlot(slot);
     const uint32_t budget = ctx.self_step_budget;
-    TaskDescriptor* const spare = LoadSlotPointer(&ctx.spare);
     const TaskId self = ctx.task_id;
     const uint32_t status = ctx.status;
     const uint32_t size_and_flags = head.y;  // arg_bytes | flags << 16
@@ -278,9 +275,10 @@ __device__ GROSR_INLINE void RunWithSelfContinuations(TaskContext& ctx, const ui
     if (ctx.lane() == 0) {
       spare->flags = kContinuationEmpty;
       ctx.next = spare;
-      ctx.spare = slot;
     }
+    TaskDescriptor* const used = slot;
     slot = spare;
+    spare = used;
     ++steps;
     __syncwarp();  // the step's then() goes to the marked spare slot
   }
