@@ -167,7 +167,7 @@ struct SlabAllocator {
 
   // --- allocation ---------------------------------------------------------------
   // `shard` spreads callers over hint pages (e.g. the SM or warp index);
-  // `salt` spreads them over bitmap words (e.g. the lane or thread index).
+  // `salt` spreads them over pool words (e.g. the lane or thread index).
   GROSR_HD void* Allocate(uint64_t bytes, uint32_t shard, uint32_t salt) const {
     void* block = nullptr;
     return AllocateBatch(bytes, 1, shard, salt, &block) == 1 ? block : nullptr;
@@ -219,7 +219,7 @@ struct SlabAllocator {
         const uint64_t seen = DeviceAtomic64(page_state[page]).load(kAcquire);
         // Not in the class: the hint moved on and the page was reused.
         if (ClassOf(seen) == cls) {
-          got += TakeBlocks(page, cls, GenerationOf(seen), want - got, salt, out + got);
+          got += TakeBlocks(page, cls, GenerationOf(seen), want - got, out + got);
           if (got == want) break;
         }
       }
@@ -257,7 +257,7 @@ struct SlabAllocator {
       }
       // The hint no longer names the old page: it may be retired now.
       if (named != 0) UnmarkHintPage(static_cast<uint32_t>(named - 1));
-      got += TakeBlocks(fresh, cls, generation, want - got, salt, out + got);
+      got += TakeBlocks(fresh, cls, generation, want - got, out + got);
     }
     return got;
   }
@@ -417,6 +417,17 @@ struct SlabAllocator {
   }
 #endif
 
+  // The lowest `n` set bits of `bits` (all of them if it has fewer).
+  GROSR_HD static uint64_t LowestBits(uint64_t bits, uint32_t n) {
+    uint64_t taken = 0;
+    for (uint32_t k = 0; k < n && bits != 0; ++k) {
+      const uint64_t bit = bits & (~bits + 1);
+      taken |= bit;
+      bits ^= bit;
+    }
+    return taken;
+  }
+
   GROSR_HD static uint32_t PopCount(uint64_t bits) {
 #if GROSR_ON_DEVICE
     return static_cast<uint32_t>(__popcll(bits));
@@ -445,7 +456,7 @@ struct SlabAllocator {
   // clear. Writes the blocks to out[]; returns how many (0: page full or no
   // longer that page).
   GROSR_HD uint32_t TakeBlocks(uint32_t page, uint32_t cls, uint32_t generation, uint32_t want,
-                               uint32_t salt, void** out) const {
+                               void** out) const {
     DeviceAtomic64 state(page_state[page]);
     const uint64_t before = state.fetch_add(want, kAcqRel);
     const uint32_t capacity = BlocksPerPage(cls);
@@ -464,21 +475,27 @@ struct SlabAllocator {
     uint64_t* bits = page_bits + uint64_t{page} * words_per_page;
     uint8_t* const base = arena + (uint64_t{page} << page_shift);
     uint32_t got = 0;
+    // Where to look first: this reservation's place in the page's count.
+    // Callers that reserve one after another (a page filling up, as every
+    // page does after it emptied) then set disjoint bits with one fetch_or
+    // each. Started from a salt, a shard's warps all raced for the lowest
+    // clear bits of one or two words (16 B at 65,536 threads: 0.9 G/s).
+    const uint32_t place = LiveOf(before);
     for (uint32_t round = 0; got < granted; ++round) {
-      const uint32_t w = (salt + round) % words;
+      const uint32_t w = (place / 64 + round) % words;
       DeviceAtomic64 word(bits[w]);
       uint64_t value = word.load(kRelaxed);
       const uint32_t valid = capacity - w * 64 >= 64 ? 64 : capacity - w * 64;
       const uint64_t mask = valid == 64 ? ~uint64_t{0} : ((uint64_t{1} << valid) - 1);
+      // In the first word, the bits from our place on come first.
+      const uint64_t preferred = round == 0 ? ~uint64_t{0} << (place % 64) : ~uint64_t{0};
       while (got < granted && (~value & mask) != 0) {
-        // The lowest (granted - got) clear bits, in one fetch_or.
-        uint64_t free_bits = ~value & mask;
-        uint64_t take = 0;
-        for (uint32_t k = got; k < granted && free_bits != 0; ++k) {
-          const uint64_t bit = free_bits & (~free_bits + 1);
-          take |= bit;
-          free_bits ^= bit;
-        }
+        // (granted - got) clear bits, the lowest preferred ones first, in
+        // one fetch_or.
+        const uint64_t free_bits = ~value & mask;
+        uint64_t take = LowestBits(free_bits & preferred, granted - got);
+        const uint32_t taken = PopCount(take);
+        if (taken < granted - got) take |= LowestBits(free_bits & ~preferred, granted - got - taken);
         const uint64_t prior = word.fetch_or(take, kAcqRel);
         uint64_t won = take & ~prior;  // bits set by us, not by a racer
         while (won != 0) {
