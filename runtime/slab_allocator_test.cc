@@ -1,14 +1,33 @@
 // CPU tests of the SlabAllocator: the same header the GPU runs, compiled by
 // g++, threads standing in for warps. Run under TSan and ASan in CI.
-#include "grosr/slab_allocator.h"
-
 #include <algorithm>
+#include <atomic>
+#include <chrono>
 #include <cstring>
 #include <memory>
 #include <mutex>
 #include <random>
 #include <thread>
 #include <vector>
+
+// Schedule fuzzing for the stress tests: at the allocator's schedule points
+// a thread may yield or, now and then, stall past the waiters' patience.
+namespace grosr_test {
+std::atomic<bool> fuzz_schedule{false};
+void SchedulePoint(int where) {
+  if (!fuzz_schedule.load(std::memory_order_relaxed)) return;
+  thread_local std::mt19937 random(
+      static_cast<uint32_t>(std::hash<std::thread::id>{}(std::this_thread::get_id())));
+  const uint32_t x = random();
+  if (where == 1 && x % 150 == 0) {  // a claimant stalls: the others take over
+    std::this_thread::sleep_for(std::chrono::microseconds(300 + x % 700));
+  } else if (x % 4 == 0) {
+    std::this_thread::yield();
+  }
+}
+}  // namespace grosr_test
+#define GROSR_SLAB_SCHEDULE_POINT(where) ::grosr_test::SchedulePoint(where)
+#include "grosr/slab_allocator.h"
 
 #include "gtest/gtest.h"
 
@@ -41,6 +60,19 @@ class HostSlab {
     hints_[cls * SlabAllocator::kShards + shard % SlabAllocator::kShards] = value;
   }
   const SlabCounters& counters() const { return counters_; }
+  uint8_t* base() const { return a_.arena; }
+  // Pages whose pool bit is clear, checking that the bit says what the
+  // page's class does (invariant 1).
+  uint32_t PagesOutOfPool() const {
+    uint32_t out = 0;
+    for (uint32_t page = 0; page < a_.page_count; ++page) {
+      const bool in_pool = (pool_[page / 64] >> (page % 64)) & 1;
+      EXPECT_EQ(in_pool, SlabAllocator::ClassOf(states_[page]) == SlabAllocator::kFreePage)
+          << "page " << page;
+      if (!in_pool) ++out;
+    }
+    return out;
+  }
   SlabUsage usage() const { return MeasureSlabUsage(states_.data(), a_.page_count, a_.page_shift); }
   // Pages neither free nor an empty page a hint names: what leaked. Also
   // checks the replacement protocol at rest: every page with its hint bit
@@ -49,7 +81,12 @@ class HostSlab {
     std::vector<bool> named(a_.page_count, false);
     for (uint64_t h : hints_) {
       EXPECT_EQ(h & SlabAllocator::kReplacing, 0u) << "a hint left claimed";
-      if (h != 0) named[h - 1] = true;
+      const uint64_t page_plus_one = h & ~SlabAllocator::kReplacing;
+      EXPECT_LE(page_plus_one, a_.page_count) << "a hint names no page";
+      if (page_plus_one != 0 && page_plus_one <= a_.page_count) {
+        EXPECT_FALSE(named[page_plus_one - 1]) << "two hints name page " << page_plus_one - 1;
+        named[page_plus_one - 1] = true;
+      }
     }
     uint32_t held = 0;
     for (uint32_t page = 0; page < a_.page_count; ++page) {
@@ -437,6 +474,125 @@ TEST(SlabAllocatorTest, ConcurrentMixedSizesNeverOverlap) {
   EXPECT_EQ(slab.PagesHeld(), 0u) << "pages leaked";
   EXPECT_EQ(slab.usage().bytes_in_use, 0u);
   EXPECT_EQ(nulls.load(), 0u) << "allocations failed while the arena had room";
+}
+
+// Many threads on a pool small enough to run dry, sharing three shards:
+// hint replacements are claimed, withdrawn (empty pool), lost to a faster
+// publisher and taken over; whole-page batches and page runs take pages
+// beside them; blocks are freed by other threads. Every 16-byte granule is
+// owned by at most one live block at a time (a shadow count), patterns
+// survive, and at rest no page is lost, no hint is left claimed, every
+// failure was counted, and the page count matches the pool.
+TEST(SlabAllocatorTest, ConcurrentReplacementsOnASmallPoolLoseNothing) {
+  constexpr uint32_t kPages = 24, kShift = 12;  // 96 KiB in 4 KiB pages
+  HostSlab slab(kPages, kShift);
+  const SlabAllocator& a = slab.allocator();
+  constexpr int kThreads = 12, kOps = 3000;
+  const uint64_t granules = (uint64_t{kPages} << kShift) / 16;
+  std::unique_ptr<std::atomic<uint32_t>[]> owners(new std::atomic<uint32_t>[granules]);
+  for (uint64_t g = 0; g < granules; ++g) owners[g] = 0;
+  struct Held {
+    void* p;
+    uint64_t span;  // bytes the block owns
+    uint64_t tag;
+  };
+  std::atomic<uint64_t> overlaps{0}, corrupt{0}, refused{0}, nulls{0}, whole_batches{0};
+  auto own = [&](const Held& b, int delta) {
+    const uint64_t first = (static_cast<uint8_t*>(b.p) - slab.base()) / 16;
+    for (uint64_t g = first; g < first + b.span / 16; ++g) {
+      const uint32_t was = owners[g].fetch_add(static_cast<uint32_t>(delta));
+      if (delta > 0 ? was != 0 : was != 1) ++overlaps;
+    }
+  };
+  std::mutex exchange_mu;
+  std::vector<Held> exchange;
+  auto release = [&](const Held& b) {
+    if (!Check(b.p, std::min<uint64_t>(b.span, 512), b.tag)) ++corrupt;
+    own(b, -1);
+    if (a.Free(b.p) != SlabAllocator::kFreeOk) ++refused;
+  };
+  grosr_test::fuzz_schedule = true;
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      std::mt19937_64 random(t + 101);
+      std::vector<Held> live;
+      const uint32_t shard = static_cast<uint32_t>(t % 3);
+      for (int op = 0; op < kOps; ++op) {
+        const int r = static_cast<int>(random() % 100);
+        if (r < 50 || live.empty()) {
+          const int kind = static_cast<int>(random() % 10);
+          uint64_t bytes = 1 + random() % (1u << (kShift - 1));
+          uint32_t want = 1;
+          if (kind == 0) {
+            bytes = (uint64_t{1} << kShift) * (1 + random() % 2);  // a run of pages
+          } else if (kind <= 3 && a.BlocksPerPage(a.ClassFor(bytes)) <= 64) {
+            const uint32_t capacity = a.BlocksPerPage(a.ClassFor(bytes));
+            want = capacity + static_cast<uint32_t>(random() % (65 - capacity));  // whole pages
+            ++whole_batches;
+          } else if (kind <= 6) {
+            want = 1 + static_cast<uint32_t>(random() % 32);
+          }
+          void* got[64];
+          const uint32_t n = a.AllocateBatch(bytes, want, shard, static_cast<uint32_t>(random()), got);
+          nulls += want - n;
+          const uint32_t cls = a.ClassFor(bytes);
+          const uint64_t span = cls == 0 ? bytes : SlabAllocator::BlockBytes(cls);
+          for (uint32_t k = 0; k < n; ++k) {
+            const Held b{got[k], span, (uint64_t(t) << 56) ^ (uint64_t(op) << 8) ^ k};
+            own(b, +1);
+            Fill(b.p, std::min<uint64_t>(b.span, 512), b.tag);
+            live.push_back(b);
+          }
+          while (live.size() > 48) {  // keep the pool churning, not just full
+            const size_t i = random() % live.size();
+            release(live[i]);
+            live[i] = live.back();
+            live.pop_back();
+          }
+        } else if (r < 80) {
+          for (int k = 1 + static_cast<int>(random() % 8); k > 0 && !live.empty(); --k) {
+            const size_t i = random() % live.size();
+            release(live[i]);
+            live[i] = live.back();
+            live.pop_back();
+          }
+        } else {
+          std::vector<Held> theirs;
+          {
+            std::lock_guard<std::mutex> lock(exchange_mu);
+            for (int k = 1 + static_cast<int>(random() % 4); k > 0 && !live.empty(); --k) {
+              const size_t i = random() % live.size();
+              exchange.push_back(live[i]);
+              live[i] = live.back();
+              live.pop_back();
+            }
+            for (int k = 1 + static_cast<int>(random() % 4); k > 0 && exchange.size() > 1; --k) {
+              const size_t i = random() % exchange.size();
+              theirs.push_back(exchange[i]);
+              exchange[i] = exchange.back();
+              exchange.pop_back();
+            }
+          }
+          for (const Held& b : theirs) release(b);
+        }
+      }
+      for (const Held& b : live) release(b);
+    });
+  }
+  for (std::thread& thread : threads) thread.join();
+  grosr_test::fuzz_schedule = false;
+  for (const Held& b : exchange) release(b);
+  EXPECT_GT(whole_batches.load(), 0u);
+  EXPECT_GT(nulls.load(), 0u) << "the pool never ran dry: the test lost its point";
+  EXPECT_EQ(overlaps.load(), 0u) << "a granule had two owners";
+  EXPECT_EQ(corrupt.load(), 0u) << "a block's pattern changed";
+  EXPECT_EQ(refused.load(), 0u) << "valid frees refused";
+  EXPECT_EQ(slab.counters().failed, nulls.load()) << "every missing block counted, once";
+  EXPECT_EQ(slab.PagesHeld(), 0u) << "pages lost";
+  EXPECT_EQ(slab.usage().bytes_in_use, 0u);
+  EXPECT_EQ(slab.counters().pages_in_use, slab.PagesOutOfPool()) << "the count drifted";
+  EXPECT_LE(slab.counters().pages_in_use, 3u * a.class_count()) << "only empty hint pages remain";
 }
 
 }  // namespace

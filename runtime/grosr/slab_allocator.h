@@ -10,7 +10,8 @@
 //   page state word (64 bits):  generation:23 | hint:1 | class:8 | live:32
 //     class: kFreePage (in the pool), a size class, kLargeHead/kLargeTail
 //     hint:  a hint names the page (or is about to, or just stopped)
-//     live:  blocks allocated or reserved on the page (head: run length)
+//     live:  blocks allocated or reserved on the page (a run's head: only
+//            transient reservations; its length is in its first bitmap word)
 //   page bitmap: one bit per block, 1 = allocated
 //   pool bitmap: one bit per page, 1 = free page
 //   hints[class][shard]: page + 1 that allocations of a class try first,
@@ -62,7 +63,8 @@
 // zeroed metadata; a pointer passed to Free came from Allocate and is freed
 // once (violations are detected and counted as far as the metadata can
 // tell; a double free that arrives after the page was emptied and reused
-// by the same size class cannot be told from a valid free).
+// by the same size class cannot be told from a valid free -- always so when
+// the page came back whole to one batch, which sets every bit).
 // What they get: Allocate returns a 16-byte aligned block of at least the
 // requested size, not overlapping any live block, or null when the arena
 // has no room (counted in `failed`); memory freed is reusable.
@@ -78,6 +80,13 @@
 #define GROSR_SLAB_ALLOCATOR_H_
 
 #include "grosr/platform.h"
+
+// Where a CPU stress test may stall or yield a thread, to force the races
+// the protocol must survive (a claimant stalled past the waiters' patience,
+// a page retired between two steps of its replacement). Nothing elsewhere.
+#ifndef GROSR_SLAB_SCHEDULE_POINT
+#define GROSR_SLAB_SCHEDULE_POINT(where) ((void)0)
+#endif
 
 namespace grosr {
 
@@ -105,7 +114,7 @@ struct SlabAllocator {
   // In a hint word: one caller is replacing the page it names.
   static constexpr uint64_t kReplacing = uint64_t{1} << 63;
   // Polls of a claimed hint before a caller takes the replacement over
-  // (backing off from 64 ns to 1 us: ~30 us in all; a replacement takes a
+  // (backing off from 128 ns to 1 us: ~35 us in all; a replacement takes a
   // few microseconds).
   static constexpr uint32_t kReplacementWaits = 36;
   // Reasons recorded for a rejected free.
@@ -238,6 +247,7 @@ struct SlabAllocator {
         uint64_t expected = h;
         if (!hint.compare_exchange_strong(expected, claimed, kAcqRel, kAcquire)) continue;
       }
+      GROSR_SLAB_SCHEDULE_POINT(1);  // a claimant stalls: others take over
       uint32_t fresh;
       if (!TakePoolPages(1, salt + shard * 7919u, &fresh)) {
         // No page: withdraw the claim and come back short -- unless the
@@ -248,6 +258,7 @@ struct SlabAllocator {
         return got;
       }
       const uint32_t generation = MarkHintPage(fresh, cls);
+      GROSR_SLAB_SCHEDULE_POINT(2);
       uint64_t expected = claimed;
       if (!hint.compare_exchange_strong(expected, uint64_t{fresh} + 1, kAcqRel, kAcquire)) {
         // Another caller published first (it took over, or the hint moved
@@ -255,6 +266,7 @@ struct SlabAllocator {
         UnmarkHintPage(fresh);
         continue;
       }
+      GROSR_SLAB_SCHEDULE_POINT(3);
       // The hint no longer names the old page: it may be retired now.
       if (named != 0) UnmarkHintPage(static_cast<uint32_t>(named - 1));
       got += TakeBlocks(fresh, cls, generation, want - got, out + got);
@@ -470,6 +482,7 @@ struct SlabAllocator {
     // The excess goes back while we still hold `granted`: it cannot empty
     // the page.
     if (granted < want) Release(page, want - granted);
+    GROSR_SLAB_SCHEDULE_POINT(6);
     // `granted` clear bits exist (invariant 2); others may take those we see.
     const uint32_t words = (capacity + 63) / 64;
     uint64_t* bits = page_bits + uint64_t{page} * words_per_page;
@@ -515,6 +528,7 @@ struct SlabAllocator {
   // retires it: UnmarkHintPage).
   GROSR_HD void Release(uint32_t page, uint32_t units = 1) const {
     const uint64_t before = DeviceAtomic64(page_state[page]).fetch_sub(units, kAcqRel);
+    GROSR_SLAB_SCHEDULE_POINT(4);
     if (LiveOf(before) == units && !IsHintState(before)) {
       const uint32_t cls = ClassOf(before);
       if (cls != kFreePage && cls <= class_count()) RetireIfEmpty(page, GenerationOf(before), cls);
@@ -535,6 +549,7 @@ struct SlabAllocator {
   // is always retired.
   GROSR_HD void UnmarkHintPage(uint32_t page) const {
     const uint64_t before = DeviceAtomic64(page_state[page]).fetch_sub(kHintBit, kAcqRel);
+    GROSR_SLAB_SCHEDULE_POINT(5);
     if (LiveOf(before) == 0) RetireIfEmpty(page, GenerationOf(before), ClassOf(before));
   }
 
