@@ -15,19 +15,6 @@
 
 #include "grosr/platform_base.h"
 
-// Host builds under ThreadSanitizer (GCC defines __SANITIZE_THREAD__, Clang
-// reports the feature).
-#if defined(__SANITIZE_THREAD__)
-#define GROSR_TSAN 1
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-#define GROSR_TSAN 1
-#endif
-#endif
-#if defined(GROSR_TSAN) && !defined(__CUDA_ARCH__) && !defined(__CUDACC_RTC__)
-#include <atomic>
-#endif
-
 namespace grosr {
 
 // Scopes used by the runtime. Device scope for everything only the GPU
@@ -42,21 +29,6 @@ constexpr cuda::std::memory_order kRelaxed = cuda::std::memory_order_relaxed;
 constexpr cuda::std::memory_order kAcquire = cuda::std::memory_order_acquire;
 constexpr cuda::std::memory_order kRelease = cuda::std::memory_order_release;
 constexpr cuda::std::memory_order kAcqRel = cuda::std::memory_order_acq_rel;
-
-// A sequentially consistent fence at device scope, for store-buffering
-// patterns (each of two threads writes one word, then reads the other's).
-// ThreadSanitizer does not model standalone fences (GCC refuses them under
-// -fsanitize=thread), so such host builds use a seq_cst read-modify-write
-// of one shared word instead: two threads' RMWs of it are ordered, and the
-// later one sees what the earlier one wrote before it.
-GROSR_HD GROSR_INLINE void SeqCstFence() {
-#if defined(GROSR_TSAN) && !GROSR_ON_DEVICE && !defined(__CUDACC_RTC__)
-  static std::atomic<int> word{0};
-  word.fetch_add(0, std::memory_order_seq_cst);
-#else
-  cuda::atomic_thread_fence(cuda::std::memory_order_seq_cst, cuda::thread_scope_device);
-#endif
-}
 
 }  // namespace grosr
 
