@@ -118,15 +118,13 @@ absl::StatusOr<SchedulerImage> BuildSchedulerImage(
   if (source.empty()) {
     return absl::InternalError("scheduler_kernel.cu is not embedded");
   }
-  absl::StatusOr<CompiledUnit> unit = compiler.Compile(
-      "grosr/scheduler_kernel.cu", source, DeviceCompileOptions(target));
-  if (!unit.ok()) return unit.status();
   LinkOptions link;
   link.arch = target.arch;
   // The link sums the call tree's registers into the kernel's count; the
   // budget has to hold there too.
   link.extra_options.push_back(absl::StrCat("-maxrregcount=", target.register_budget));
-  absl::StatusOr<LinkedImage> image = compiler.Link({&*unit}, link);
+  absl::StatusOr<LinkedImage> image = compiler.CompileAndLink(
+      "grosr/scheduler_kernel.cu", source, DeviceCompileOptions(target), link);
   if (!image.ok()) return image.status();
   absl::StatusOr<CubinContents> contents = InspectCubin(image->cubin);
   if (!contents.ok()) return contents.status();

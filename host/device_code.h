@@ -36,7 +36,7 @@ struct DeviceCodeTarget {
   uint32_t stack_bytes = 4096; // CU_LIMIT_STACK_SIZE set before launch
   // Stack the scheduler uses around a task: its kernel's frame below the
   // task and the deepest service the task may call (spawn, the heap) above
-  // it. SchedulerImage::kernel_stack_bytes + service_stack_bytes.
+  // it. SchedulerImage::StackAroundTask().
   uint32_t scheduler_stack_bytes = 0;
   std::vector<std::string> include_dirs;  // extra folders for tasks
 };
@@ -50,6 +50,8 @@ struct SchedulerImage {
   uint32_t kernel_registers = 0;   // what ptxas gave the kernel
   uint32_t kernel_stack_bytes = 0; // the kernel's own frame
   uint32_t service_stack_bytes = 0; // the deepest task service (task_services.h)
+  // DeviceCodeTarget::scheduler_stack_bytes for this image.
+  uint32_t StackAroundTask() const { return kernel_stack_bytes + service_stack_bytes; }
 };
 
 // Compiles and links the persistent kernel for `target`.

@@ -42,7 +42,7 @@ class DeviceCodeTest : public ::testing::Test {
     ASSERT_TRUE(image.ok()) << image.status();
     kernel_registers_ = image->kernel_registers;
     // As the Runtime does: the scheduler's frames around a task count.
-    target_.scheduler_stack_bytes = image->kernel_stack_bytes + image->service_stack_bytes;
+    target_.scheduler_stack_bytes = image->StackAroundTask();
     service_stack_bytes_ = image->service_stack_bytes;
   }
   static void TearDownTestSuite() { delete compiler_; }
