@@ -204,7 +204,7 @@ absl::Status Runtime::Initialize() {
   if (!image.ok()) return image.status();
   info_.kernel_registers = image->kernel_registers;
   // Tasks' stack check: the scheduler's frames around a task count too.
-  target_.scheduler_stack_bytes = image->kernel_stack_bytes + image->service_stack_bytes;
+  target_.scheduler_stack_bytes = image->StackAroundTask();
   absl::StatusOr<Module> module = Module::Load(*cu_, image->cubin);
   if (!module.ok()) return module.status();
   scheduler_module_ = std::move(*module);
