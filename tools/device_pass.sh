@@ -4,7 +4,7 @@
 # the sanitizers, the benchmarks, and the A/B runs asked for; every log under
 # one tarball, $OUT/logs.tgz (the device tool brings back only a few files),
 # and a short summary on stdout. From the repository root on the GPU machine:
-#   bash bundle/device_pass.sh [suite] [bench] [alloc] [ab:chains] [ab:alloc] ...
+#   bash bundle/device_pass.sh [suite] [bench] [alloc] [ab:chains] [ab:alloc:main,pending_x] ...
 # (no arguments: suite bench alloc). The whole pass keeps within
 # GROSR_PASS_SECONDS (default 570, under a device call's 600): each step gets
 # its own limit or what is left, whichever is less. Each step runs in a
@@ -65,8 +65,10 @@ for name in "${steps[@]}"; do
         >"$logs/alloc.txt" 2>&1 || rc=$?
       echo "alloc: exit $rc"
       grep -E "^grosr_slab +1048576" "$logs/alloc.txt" | cut -c1-90 ;;
-    ab:*)
-      OUT="$logs/ab" step 250 bash ab/run.sh --only "${name#ab:}" 1 >"$logs/$name.txt" 2>&1 || rc=$?
+    ab:*)  # ab:SELECTION or ab:SELECTION:LABEL,LABEL (only those builds)
+      IFS=: read -r _ selection labels <<<"$name"
+      OUT="$logs/ab" step 250 bash ab/run.sh --only "$selection" ${labels:+--labels "$labels"} 1 \
+        >"$logs/$name.txt" 2>&1 || rc=$?
       echo "$name: exit $rc"
       cat "$logs/$name.txt" ;;
     *)
