@@ -5,6 +5,7 @@
 # embedded; the example tasks travel in bundle/tasks) and needs only the
 # machine's /usr/local/cuda. Copy it anywhere and run:
 #   bundle/run_gpu_suite.sh [--sanitize]     # tests, logs under $OUT or /tmp
+#   bash bundle/device_pass.sh [suite bench alloc ab:chains ...]   # a whole pass
 #   bundle/bin/grosr_bench --json r.json     # benchmarks
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,7 +22,7 @@ for t in "${targets[@]}"; do
   path="bazel-bin/$(echo "${t#//}" | tr ':' '/')"
   cp "$path" bundle/bin/
 done
-cp tools/run_gpu_suite.sh bundle/
+cp tools/run_gpu_suite.sh tools/device_pass.sh bundle/
 # Results name the commit the binaries came from (bench/run_info.h).
 echo "$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- . ':!bench/*.md' || echo -dirty)" > bundle/COMMIT
 cp -r tasks bundle/tasks  # read by device_code_test and the grosr command

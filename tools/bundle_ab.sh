@@ -3,7 +3,7 @@
 # that one device call can compare them (A/B), interleaved, on one card:
 #
 #   tools/bundle_ab.sh main experiment/lean-dispatch    # here (no GPU needed)
-#   bash bundle/ab/run.sh [--only chains|pingpong|throughput] [ROUNDS]   # on the GPU machine
+#   bash bundle/ab/run.sh [--only chains|pingpong|throughput|alloc] [ROUNDS]   # on the GPU machine
 #
 # Each label is a git revision; it is checked out in a temporary worktree
 # and built with that revision's tools/bundle.sh, so the binaries (and the
@@ -22,7 +22,7 @@ for rev in "$@"; do
   label=$(echo "$rev" | tr '/:' '__')
   tree=$(mktemp -d /tmp/grosr-ab-XXXXXX)
   git worktree add -q --detach "$tree" "$rev"
-  (cd "$tree" && GROSR_BUNDLE_TARGETS="//bench:grosr_bench" tools/bundle.sh >/dev/null)
+  (cd "$tree" && GROSR_BUNDLE_TARGETS="//bench:grosr_bench //bench:alloc" tools/bundle.sh >/dev/null)
   cp -r "$tree/bundle" "bundle/ab/$label"
   echo "$label: $(cat "bundle/ab/$label/COMMIT")"
   git worktree remove --force "$tree"
@@ -40,6 +40,14 @@ mkdir -p "$logs"
 for round in $(seq 1 "$rounds"); do
   for label in */; do
     label=${label%/}
+    [[ -x "$label/bin/grosr_bench" ]] || continue  # not a build (a log folder)
+    if [[ $only == alloc ]]; then  # the slab allocator alone, one-second rows
+      timeout 300 "$label/bin/alloc" --no-baselines --row-budget-s 1 --deadline-s 4 \
+        --json "$logs/$label-alloc-$round.json" >"$logs/$label-alloc-$round.log" 2>&1 ||
+        echo "$label round $round failed (see its log)"
+      grep -E "^grosr_slab " "$logs/$label-alloc-$round.log" | cut -c1-90 | sed "s/^/$label r$round  /"
+      continue
+    fi
     timeout 300 "$label/bin/grosr_bench" --only "$only" --json "$logs/$label-$round.json" \
       >"$logs/$label-$round.log" 2>&1 || echo "$label round $round failed (see its log)"
     grep -E "^(grosr_chain_then|grosr_chain_pure|grosr_chain_alternating|grosr_chain_cycles|grosr_chain_spawn|grosr_then_step|grosr_spawn_step|grosr_pingpong|grosr_spawn_tree|grosr_host_batch|tput_grosr_[a-z_]+) " \

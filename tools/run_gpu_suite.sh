@@ -13,16 +13,28 @@ mkdir -p "$logs"
 export GROSR_REQUIRE_GPU=1
 export GROSR_CACHE_DIR="${GROSR_CACHE_DIR:-/tmp/grosr-cache}"
 passed=0; failed=0
+# Each step runs in the background and is waited for, so that a TERM (an
+# outer `timeout` running out) stops it at once: the step's own `timeout`
+# sits in a process group of its own, out of reach of the outer one's
+# kill, and a sanitizer run left behind kept the GPU busy under the next
+# measurements (2-60x slow).
+child=0
+trap 'if ((child)); then kill -TERM "$child" 2>/dev/null; wait "$child"; fi; echo "interrupted"; exit 143' TERM INT
 run() {  # name, command...
   local name=$1; shift
   local start=$SECONDS
-  if "$@" >"$logs/$name.log" 2>&1; then
+  "$@" >"$logs/$name.log" 2>&1 &
+  child=$!
+  local status=0
+  wait "$child" || status=$?
+  child=0
+  if ((status == 0)); then
     passed=$((passed + 1)); echo "PASS $name ($((SECONDS - start)) s)"
   else
     failed=$((failed + 1)); echo "FAIL $name ($((SECONDS - start)) s)"
     tail -40 "$logs/$name.log"
   fi
-  grep -E "^\[  (PASSED|FAILED|SKIPPED) \]" "$logs/$name.log" | sed 's/^/    /'
+  grep -E "^\[ +(PASSED|FAILED|SKIPPED) +\]" "$logs/$name.log" | sed "s/^/    /"
 }
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee "$logs/gpu.txt"
 for t in gpu_scheduler_test gpu_fault_test gpu_hot_load_test gpu_slab_allocator_test gpu_task_heap_test \
