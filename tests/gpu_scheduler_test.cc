@@ -93,7 +93,8 @@ GROSR_TASK(mark, MarkArgs) {
 struct FailChainArgs { unsigned left; unsigned fail_at; unsigned* steps; };
 GROSR_TASK(fail_chain, FailChainArgs) {
   if (ctx.lane() == 0) *args.steps += 1;
-  // Two failures a few steps apart: both inside one dispatch's loop.
+  // Two failures three steps apart: the loop leaves at the first, and the
+  // second comes in the next dispatch's loop.
   if ((args.left == args.fail_at || args.left + 3 == args.fail_at) && ctx.lane() == 3) {
     ctx.fail(7);
   }

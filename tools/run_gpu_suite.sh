@@ -19,7 +19,16 @@ passed=0; failed=0
 # kill, and a sanitizer run left behind kept the GPU busy under the next
 # measurements (2-60x slow).
 child=0
-trap 'if ((child)); then kill -TERM "$child" 2>/dev/null; wait "$child"; fi; echo "interrupted"; exit 143' TERM INT
+stop_child() {
+  if ((child)); then
+    kill -TERM "$child" 2>/dev/null
+    for _ in 1 2 3 4 5 6 7 8 9 10; do kill -0 "$child" 2>/dev/null || break; sleep 1; done
+    kill -KILL "$child" 2>/dev/null
+  fi
+  echo "interrupted"
+  exit 143
+}
+trap stop_child TERM INT
 run() {  # name, command...
   local name=$1; shift
   local start=$SECONDS
@@ -40,26 +49,26 @@ nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee "$logs/gp
 for t in gpu_scheduler_test gpu_fault_test gpu_hot_load_test gpu_slab_allocator_test gpu_task_heap_test \
          runtime_api_test compiler_test device_code_test cuda_dynamic_baselines_test; do
   [[ -x bin/$t ]] || { echo "SKIP $t (not in this bundle)"; continue; }
-  run "$t" timeout 300 bin/$t
+  run "$t" timeout -k 10 300 bin/$t
 done
 if [[ "${1:-}" == "--sanitize" ]]; then
   cs=/usr/local/cuda/bin/compute-sanitizer
   [[ -x $cs ]] || cs=compute-sanitizer
   for tool in ${GROSR_SANITIZE_TOOLS:-memcheck racecheck synccheck}; do
     # A small grid: the tools slow every instruction of every idle warp.
-    run "sanitize_$tool" timeout 150 env GROSR_TEST_SCALE=0.01 GROSR_MAX_SMS=8 GROSR_HEAP_BYTES=67108864 \
+    run "sanitize_$tool" timeout -k 10 150 env GROSR_TEST_SCALE=0.01 GROSR_MAX_SMS=8 GROSR_HEAP_BYTES=67108864 \
       "$cs" --tool "$tool" --error-exitcode 1 \
       bin/gpu_scheduler_test \
       --gtest_filter="${GROSR_SANITIZE_FILTER:-*Hundred*:*Chain*:*Tree*:*BadSubmissions*:*SpawnInto*:*SingleSm*:*Shutdown*}"
   done
   # Pauses and relaunches: memcheck over loads while tasks flow.
   if [[ -x bin/gpu_hot_load_test ]]; then
-    run sanitize_memcheck_hot_load timeout 150 env GROSR_TEST_SCALE=0.01 GROSR_MAX_SMS=8 \
+    run sanitize_memcheck_hot_load timeout -k 10 150 env GROSR_TEST_SCALE=0.01 GROSR_MAX_SMS=8 \
       GROSR_HEAP_BYTES=67108864 "$cs" --tool memcheck --error-exitcode 1 bin/gpu_hot_load_test \
       --gtest_filter='*WhileHundred*:*Replaced*:*Together*:*SmallQueue*:*ChainThatFailed*'
   fi
   if [[ -x bin/gpu_task_heap_test ]]; then
-    run sanitize_memcheck_task_heap timeout 150 env GROSR_TEST_SCALE=0.01 GROSR_MAX_SMS=8 \
+    run sanitize_memcheck_task_heap timeout -k 10 150 env GROSR_TEST_SCALE=0.01 GROSR_MAX_SMS=8 \
       GROSR_HEAP_BYTES=67108864 "$cs" --tool memcheck --error-exitcode 1 bin/gpu_task_heap_test
   fi
 fi

@@ -244,6 +244,7 @@ struct SlabAllocator {
         }
         waits = 0;  // too long: replace it ourselves (whoever publishes first wins)
       } else {
+        GROSR_SLAB_SCHEDULE_POINT(0);  // others may claim between the check and ours
         uint64_t expected = h;
         if (!hint.compare_exchange_strong(expected, claimed, kAcqRel, kAcquire)) continue;
       }

@@ -164,23 +164,6 @@ struct TaskContext {
 };
 
 #if defined(__CUDACC__) || defined(__CUDACC_RTC__)
-// A task's entry (GROSR_TASK): runs the body, then the task's continuations
-// to itself (then(self(), ...)) right here, in the task's module, without a
-// return to the scheduler and a dispatch per step. A self-continuation is a
-// loop iteration of the task's own code: 443 SM cycles a step on an H200,
-// where the same chain dispatched by the scheduler took ~1,000 (bench/
-// RESULTS.md, run K and its A/B).
-// At most ctx.self_step_budget of them per dispatch, and only while no step
-// failed and the continuation has this task's argument size; whatever is left
-// (a continuation to another task, a failed step's, the next one past the
-// budget) goes back to the scheduler in ctx.next, which handles it as before.
-// ctx.self_steps tells the scheduler how many ran (each counts as a task
-// that completed, in the statistics). The heartbeat does not move during
-// the loop: the watchdog sees its steps as one task.
-//
-// Two slots alternate (ctx.next, ctx.spare): a step's arguments are copied
-// to registers before its body runs, and the slot then() writes next is
-// the other one, marked empty beforehand.
 // 16 bytes of a continuation slot (shared memory, 16-byte aligned), loaded
 // where the call stands. The in-place loop loads a slot's header and its
 // arguments together; with plain loads ptxas moved the argument load
@@ -238,6 +221,23 @@ struct ArgWords {
   __device__ GROSR_INLINE Args args() const { return __builtin_bit_cast(Padded, words).args; }
 };
 
+// A task's entry (GROSR_TASK): runs the body, then the task's continuations
+// to itself (then(self(), ...)) right here, in the task's module, without a
+// return to the scheduler and a dispatch per step. A self-continuation is a
+// loop iteration of the task's own code: 443 SM cycles a step on an H200,
+// where the same chain dispatched by the scheduler took ~1,000 (bench/
+// RESULTS.md, run K and its A/B).
+// At most ctx.self_step_budget of them per dispatch, and only while no step
+// failed and the continuation has this task's argument size; whatever is left
+// (a continuation to another task, a failed step's, the next one past the
+// budget) goes back to the scheduler in ctx.next, which handles it as before.
+// ctx.self_steps tells the scheduler how many ran (each counts as a task
+// that completed, in the statistics). The heartbeat does not move during
+// the loop: the watchdog sees its steps as one task.
+//
+// Two slots alternate (ctx.next, ctx.spare): a step's arguments are copied
+// to registers before its body runs, and the slot then() writes next is
+// the other one, marked empty beforehand.
 template <typename Args, typename Body>
 __device__ GROSR_INLINE void RunWithSelfContinuations(TaskContext& ctx, const uint8_t* first,
                                                       Body body) {
@@ -246,11 +246,12 @@ __device__ GROSR_INLINE void RunWithSelfContinuations(TaskContext& ctx, const ui
   // Little lives across the body (the two slots, the step count, the
   // argument words): a body that calls out (spawn, the heap) saves and
   // restores what is live around that call, in local memory. The rest is
-  // read back from the context after the body. The loop writes only
-  // ctx.next (lane 0, after every lane's last read of the context in the
-  // step): a context field that lanes read after the body and lane 0 then
-  // rewrote raced when the lanes had diverged in the body (racecheck; a
-  // chain whose lanes took different slots never ended).
+  // read back from the context after the body. Of the context, the loop
+  // writes only ctx.next and the spare slot's flags (lane 0, after every
+  // lane's last read in the step) and, at the end, ctx.self_steps: a
+  // context field that lanes read after the body and lane 0 then rewrote
+  // raced when the lanes had diverged in the body (racecheck; a chain whose
+  // lanes took different slots never ended).
   TaskDescriptor* slot = ctx.next;
   TaskDescriptor* spare = ctx.spare;
   uint32_t steps = 0;  // run in place so far (the body appears once: code size)
