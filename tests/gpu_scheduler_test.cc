@@ -2,6 +2,7 @@
 // CPU reference in poisoned buffers, every task is counted exactly once.
 // Skips where there is no GPU (see gpu_test_support.h).
 #include <algorithm>
+#include <utility>
 #include <atomic>
 #include <numeric>
 #include <thread>
@@ -286,6 +287,44 @@ TEST(GpuScheduler, HundredThousandSubmittedTasksMatchTheCpuReference) {
   ASSERT_TRUE(report.ok()) << report.status();
   EXPECT_EQ(report->tasks_abandoned, 0u);
   EXPECT_EQ(report->submissions_abandoned, 0u);
+}
+
+// The control warp moves host submissions in rounds of up to 64 (two ring
+// slots a lane). With rings of 32 slots (a lane's two slots are one) and 64,
+// and device queues smaller than a round (the queue's room ends inside a
+// round), a batch into a group still runs every task once and the group
+// completes.
+class SmallRingTest : public ::testing::TestWithParam<std::pair<uint32_t, uint32_t>> {};
+INSTANTIATE_TEST_SUITE_P(RingAndQueue, SmallRingTest,
+                         ::testing::Values(std::make_pair(32u, 16u), std::make_pair(64u, 32u),
+                                           std::make_pair(64u, 1024u),
+                                           std::make_pair(1024u, 64u)));
+
+TEST_P(SmallRingTest, BatchesThroughASmallRingAndQueueRunEveryTaskOnce) {
+  RuntimeOptions options;
+  options.ring_capacity = GetParam().first;
+  options.queue_capacity = GetParam().second;
+  GROSR_RUNTIME_OR_SKIP(runtime, options);
+  Ids ids = Load(*runtime);
+  const uint32_t n = static_cast<uint32_t>(std::max<uint64_t>(Scaled(5000), 500));
+  CUdeviceptr out = PoisonedBuffer<uint32_t>(*runtime, n, kPoison);
+  CUdeviceptr hits = PoisonedBuffer<uint32_t>(*runtime, n, 0);
+  GROSR_ASSERT_OK(runtime->Start());
+  absl::StatusOr<GroupId> group = runtime->CreateGroup();
+  ASSERT_TRUE(group.ok());
+  std::vector<TaskRequest> requests;
+  for (uint32_t i = 0; i < n; ++i) {
+    requests.push_back(TaskRequest::Make(ids.record, RecordFor(i, out, hits)));
+  }
+  GROSR_ASSERT_OK(runtime->SubmitBatch(requests, *group, absl::Seconds(30)));
+  GROSR_ASSERT_OK(runtime->WaitGroup(*group, absl::Seconds(30)));
+  ExpectRecords(*runtime, out, hits, n);
+  absl::StatusOr<RuntimeStats> stats = runtime->Stats();
+  ASSERT_TRUE(stats.ok()) << stats.status();
+  const TaskStats* record = StatsOf(*stats, ids.record);
+  ASSERT_NE(record, nullptr);
+  EXPECT_EQ(record->completed, n);
+  GROSR_ASSERT_OK(runtime->Drain(absl::Seconds(10)));
 }
 
 TEST(GpuScheduler, TrackedSubmissionsFromManyThreadsEachRunOnce) {
