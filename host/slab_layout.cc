@@ -26,6 +26,7 @@ SlabLayout SlabLayout::For(uint64_t arena_bytes, uint32_t page_shift) {
   l.pool_offset = take(uint64_t{l.pool_words} * 8);
   l.hints_offset = take(uint64_t{SlabAllocator::kMaxClasses} * SlabAllocator::kShards * 8);
   l.counters_offset = take(sizeof(SlabCounters));
+  l.runs_offset = take(uint64_t{l.page_count} * 4);
   l.metadata_bytes = at;
   return l;
 }
@@ -39,6 +40,7 @@ SlabAllocator SlabLayout::View(CUdeviceptr arena, CUdeviceptr metadata) const {
   view.pool = reinterpret_cast<uint64_t*>(at(pool_offset));
   view.hints = reinterpret_cast<uint64_t*>(at(hints_offset));
   view.counters = reinterpret_cast<SlabCounters*>(at(counters_offset));
+  view.run_pages = reinterpret_cast<uint32_t*>(at(runs_offset));
   view.page_count = page_count;
   view.page_shift = page_shift;
   view.words_per_page = words_per_page;

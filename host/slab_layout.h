@@ -21,7 +21,7 @@ struct SlabLayout {
   uint32_t words_per_page = 0;
   uint32_t pool_words = 0;
   uint64_t states_offset = 0, bits_offset = 0, pool_offset = 0, hints_offset = 0,
-           counters_offset = 0, metadata_bytes = 0;
+           counters_offset = 0, runs_offset = 0, metadata_bytes = 0;
 
   // The largest whole number of pages in `arena_bytes` (at least one).
   static SlabLayout For(uint64_t arena_bytes, uint32_t page_shift = 16);

@@ -43,12 +43,13 @@ class HostSlab {
         states_(pages, 0),
         bits_(uint64_t{pages} * words_per_page_, 0),
         pool_(SlabAllocator::PoolWords(pages), 0),
-        hints_(SlabAllocator::kMaxClasses * SlabAllocator::kShards, 0) {
+        hints_(SlabAllocator::kMaxClasses * SlabAllocator::kShards, 0),
+        runs_(pages, 0) {
     // 16-byte aligned base, as cuMemAlloc gives.
     uint8_t* base = arena_.get();
     base += (16 - reinterpret_cast<uintptr_t>(base) % 16) % 16;
     a_ = SlabAllocator{base, states_.data(), bits_.data(), pool_.data(), hints_.data(),
-                       &counters_, pages, shift, words_per_page_,
+                       &counters_, runs_.data(), pages, shift, words_per_page_,
                        SlabAllocator::PoolWords(pages)};
     a_.Initialize();
   }
@@ -104,6 +105,7 @@ class HostSlab {
   std::unique_ptr<uint8_t[]> arena_;
   uint32_t words_per_page_;
   std::vector<uint64_t> states_, bits_, pool_, hints_;
+  std::vector<uint32_t> runs_;
   SlabCounters counters_{};
   SlabAllocator a_{};
 };
@@ -370,6 +372,35 @@ TEST(SlabAllocatorTest, ConcurrentBatchesFreedByWordNeverOverlap) {
   EXPECT_EQ(slab.counters().double_frees + slab.counters().invalid_frees, 0u);
   EXPECT_EQ(slab.PagesHeld(), 0u) << "pages leaked";
   EXPECT_EQ(slab.usage().bytes_in_use, 0u);
+}
+
+// A free that looked its block up, then lost the race with the block's
+// page being freed, retired and reused as the head of a page run (a double
+// free of a stale pointer): refused, and the run is untouched -- its length
+// is not in the head's bitmap for such a free to clear, and nothing is
+// released from the head's state word.
+TEST(SlabAllocatorTest, AStaleFreeRacingWithPageReuseIsRefusedHarmlessly) {
+  HostSlab slab(1, 12);  // one page: it must be the one reused
+  const SlabAllocator& a = slab.allocator();
+  void* block = a.Allocate(16, 0, 0);
+  ASSERT_EQ(block, slab.base()) << "block 0: its bit is the one a run length of 1 sets";
+  const SlabAllocator::Located stale = a.Locate(block);  // looked up ...
+  ASSERT_EQ(stale.status, SlabAllocator::kFreeOk);
+  ASSERT_EQ(a.Free(block), SlabAllocator::kFreeOk);
+  // ... the page empties; it is a hint, so it stays in its class until a
+  // run needs it: take the hint away as a replacement would.
+  slab.set_hint(a.ClassFor(16), 0, 0);
+  a.UnmarkHintPage(0, 0);
+  ASSERT_EQ(slab.PagesOutOfPool(), 0u) << "the emptied page went back to the pool";
+  void* run = a.Allocate(4096, 0, 0);  // a whole page: a run of one
+  ASSERT_EQ(run, slab.base());
+  const SlabUsage before = slab.usage();
+  EXPECT_EQ(a.FreeLocated(stale), SlabAllocator::kFreeDouble) << "the stale free went through";
+  const SlabUsage after = slab.usage();
+  EXPECT_EQ(after.large_pages, before.large_pages) << "the run's page changed class";
+  EXPECT_EQ(a.Free(run), SlabAllocator::kFreeOk) << "the run could not be freed";
+  EXPECT_EQ(slab.PagesOutOfPool(), 0u);
+  EXPECT_EQ(slab.counters().double_frees, 1u);
 }
 
 // Requests no run of pages can serve get null and a failure count, up to the

@@ -11,9 +11,11 @@
 //     class: kFreePage (in the pool), a size class, kLargeHead/kLargeTail
 //     hint:  a hint names the page (or is about to, or just stopped)
 //     live:  blocks allocated or reserved on the page (a run's head: only
-//            transient reservations; its length is in its first bitmap word)
+//            transient reservations; its length is in run_pages)
 //   page bitmap: one bit per block, 1 = allocated
 //   pool bitmap: one bit per page, 1 = free page
+//   run_pages: a run's length, at its head page (not in the head's bitmap:
+//     a stale free that raced with the page's reuse would clear bits of it)
 //   hints[class][shard]: page + 1 that allocations of a class try first,
 //     and kReplacing while one caller replaces that page
 //
@@ -127,6 +129,7 @@ struct SlabAllocator {
   uint64_t* pool;           // [pool_words], 1 = free page
   uint64_t* hints;          // [kMaxClasses * kShards]
   SlabCounters* counters;
+  uint32_t* run_pages;      // [page_count]: a run's length, at its head
   uint32_t page_count;
   uint32_t page_shift;      // log2(page bytes), 12..24
   uint32_t words_per_page;  // bitmap words per page: blocks of 16 B / 64
@@ -651,18 +654,17 @@ struct SlabAllocator {
     for (uint32_t i = 1; i < pages; ++i) {
       DeviceAtomic64(page_state[first + i]).fetch_add(uint64_t{kLargeTail} << 32, kAcqRel);
     }
-    // The run length goes in the head page's first bitmap word (a run has
-    // no blocks), then the head's class, which publishes it.
-    DeviceAtomic64(page_bits[uint64_t{first} * words_per_page]).store(pages, kRelaxed);
+    // The run length, then the head's class, which publishes it. (Its
+    // bitmap stays clear: a free that took this page for a page of blocks
+    // finds no bit to clear and is refused.)
+    DeviceAtomic32(run_pages[first]).store(static_cast<uint32_t>(pages), kRelaxed);
     DeviceAtomic64(page_state[first]).fetch_add(uint64_t{kLargeHead} << 32, kAcqRel);
     return arena + (uint64_t{first} << page_shift);
   }
 
   GROSR_HD uint32_t FreePages(uint32_t page, uint64_t offset, uint64_t seen) const {
     if ((offset & (page_bytes() - 1)) != 0) return Refuse(kFreeMisaligned);
-    // The run length sits in the head page's first bitmap word (a large
-    // run has no blocks).
-    const uint64_t pages = DeviceAtomic64(page_bits[uint64_t{page} * words_per_page]).load(kAcquire);
+    const uint32_t pages = DeviceAtomic32(run_pages[page]).load(kAcquire);
     // Head -> free, generation + 1: exactly one free wins. `live` holds
     // only transient units of stale reservers here; they are kept.
     DeviceAtomic64 head(page_state[page]);
@@ -677,13 +679,12 @@ struct SlabAllocator {
         break;
       }
     }
-    DeviceAtomic64(page_bits[uint64_t{page} * words_per_page]).store(0, kRelaxed);
     for (uint32_t i = 1; i < pages; ++i) {
       // Generation + 1 and class kLargeTail -> kFreePage in one add.
       DeviceAtomic64(page_state[page + i])
           .fetch_add(MakeState(1, 0, 0) - (uint64_t{kLargeTail} << 32), kAcqRel);
     }
-    ReturnPoolPages(page, static_cast<uint32_t>(pages));
+    ReturnPoolPages(page, pages);
     return kFreeOk;
   }
 };
