@@ -620,6 +620,12 @@ void Runtime::ExpectKernelExit() {
   running_.store(false);
 }
 
+CUresult Runtime::StopKernel() {
+  ExpectKernelExit();
+  IssueCommand(kCommandStop);
+  return WaitForKernelExit(options_.stop_timeout);
+}
+
 CUresult Runtime::WaitForKernelExit(absl::Duration timeout) {
   const absl::Time start = absl::Now();
   CUresult query;
@@ -660,9 +666,7 @@ absl::Status Runtime::StopForPause(absl::Time* parked_at) {
   }
   *parked_at = absl::Now();
   // Every worker holds its work at a task boundary: let them save it and exit.
-  ExpectKernelExit();
-  IssueCommand(kCommandStop);
-  const CUresult query = WaitForKernelExit(options_.stop_timeout);
+  const CUresult query = StopKernel();
   if (query == CUDA_ERROR_NOT_READY) {
     // Every worker had parked, yet the kernel runs on: it holds the context,
     // which cannot be released under it (Shutdown leaves it to process exit).
@@ -728,9 +732,7 @@ absl::Status Runtime::LaunchKernelOnce() {
   if (!started.ok() && !failed_.load()) {
     // Launched but silent: stop it, or mark it stuck so that nothing is
     // freed (or the context released) under it.
-    ExpectKernelExit();
-    IssueCommand(kCommandStop);
-    if (WaitForKernelExit(options_.stop_timeout) == CUDA_ERROR_NOT_READY) MarkKernelStuck();
+    if (StopKernel() == CUDA_ERROR_NOT_READY) MarkKernelStuck();
   }
   return started;
 }
@@ -1600,9 +1602,7 @@ absl::StatusOr<ShutdownReport> Runtime::Shutdown(absl::Duration drain_timeout) {
     if (drain_timeout > absl::ZeroDuration()) {
       (void)Drain(drain_timeout);  // what did not finish is reported below
     }
-    ExpectKernelExit();
-    IssueCommand(kCommandStop);
-    const CUresult query = WaitForKernelExit(options_.stop_timeout);
+    const CUresult query = StopKernel();
     if (query == CUDA_ERROR_NOT_READY) {
       // A task that never returns holds its warp: the kernel cannot stop.
       {

@@ -384,6 +384,10 @@ class Runtime {
   uint32_t IssueCommand(uint32_t command) ABSL_EXCLUSIVE_LOCKS_REQUIRED(pause_mu_);
   // True once the control warp reported `state` for command `sequence`.
   bool KernelReported(uint32_t state, uint32_t sequence) const;
+  // Tells the kernel to stop and waits up to stop_timeout for its stream:
+  // CUDA_SUCCESS, the error the kernel ended with, or CUDA_ERROR_NOT_READY
+  // when it still runs (the caller decides what a stuck kernel means).
+  CUresult StopKernel() ABSL_EXCLUSIVE_LOCKS_REQUIRED(pause_mu_);
   // Call before a command that makes the kernel exit (see PollKernel).
   void ExpectKernelExit();
   // Polls the kernel's stream until it finishes or `timeout` passes
