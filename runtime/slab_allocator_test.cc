@@ -390,7 +390,7 @@ TEST(SlabAllocatorTest, AStaleFreeRacingWithPageReuseIsRefusedHarmlessly) {
   // ... the page empties; it is a hint, so it stays in its class until a
   // run needs it: take the hint away as a replacement would.
   slab.set_hint(a.ClassFor(16), 0, 0);
-  a.UnmarkHintPage(0, 0);
+  a.UnmarkHintPage(0);
   ASSERT_EQ(slab.PagesOutOfPool(), 0u) << "the emptied page went back to the pool";
   void* run = a.Allocate(4096, 0, 0);  // a whole page: a run of one
   ASSERT_EQ(run, slab.base());
