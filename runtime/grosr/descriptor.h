@@ -10,6 +10,10 @@
 
 #include "grosr/platform_base.h"
 
+#if !defined(__CUDACC_RTC__)
+#include <cstddef>  // offsetof, for the layout checks below
+#endif
+
 namespace grosr {
 
 using TaskId = uint32_t;
@@ -43,6 +47,14 @@ struct alignas(16) TaskDescriptor {
   uint8_t args[kMaxInlineArgBytes];
 };
 static_assert(sizeof(TaskDescriptor) == 64, "descriptor must stay 64 bytes");
+// Where its flags and arguments sit, for code that addresses a slot in
+// shared memory by offset (task_context.h); checked where offsetof exists.
+constexpr uint32_t kDescriptorFlagsOffset = 6;
+constexpr uint32_t kDescriptorArgsOffset = 16;
+#if !defined(__CUDACC_RTC__)
+static_assert(offsetof(TaskDescriptor, flags) == kDescriptorFlagsOffset, "descriptor layout");
+static_assert(offsetof(TaskDescriptor, args) == kDescriptorArgsOffset, "descriptor layout");
+#endif
 
 // The scheduler marks a warp's continuation slot with this flag before a
 // task runs; then() overwrites the whole slot (flags 0). A slot still

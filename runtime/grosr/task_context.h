@@ -44,6 +44,51 @@ GROSR_HD constexpr uint32_t ArgBytesOf<NoArgs>() {
   return 0;
 }
 
+#if defined(__CUDACC__) || defined(__CUDACC_RTC__)
+// The context and a warp's continuation slots live in the scheduler's
+// shared memory (its WarpScratch), always: a task's module reaches them only
+// through generic pointers, which it would access with generic loads and
+// stores (LD.E/ST.E), so the hot paths (then(), the in-place loop) convert
+// them to shared addresses once and use shared-space instructions.
+__device__ GROSR_INLINE uint32_t SharedAddress(const void* p) {
+  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
+}
+// 16 bytes at a 16-byte aligned shared address, loaded where the call
+// stands: volatile, so that ptxas neither moves the load into a later
+// branch nor narrows it (with plain loads it sank a slot's argument load
+// behind its header check: two loads in series, ~250 SM cycles a step on
+// an H200, A/B of 299a215).
+__device__ GROSR_INLINE uint4 LoadSharedWord(uint32_t at) {
+  uint4 v;
+  asm volatile("ld.volatile.shared.v4.u32 {%0, %1, %2, %3}, [%4];"
+               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+               : "r"(at)
+               : "memory");
+  return v;
+}
+__device__ GROSR_INLINE void StoreSharedWord(uint32_t at, uint4 v) {
+  asm volatile("st.shared.v4.u32 [%0], {%1, %2, %3, %4};" ::"r"(at), "r"(v.x), "r"(v.y),
+               "r"(v.z), "r"(v.w)
+               : "memory");
+}
+__device__ GROSR_INLINE uint32_t LoadShared32(uint32_t at) {
+  uint32_t v;
+  asm volatile("ld.volatile.shared.u32 %0, [%1];" : "=r"(v) : "r"(at) : "memory");
+  return v;
+}
+__device__ GROSR_INLINE uint64_t LoadShared64(uint32_t at) {
+  uint64_t v;
+  asm volatile("ld.volatile.shared.u64 %0, [%1];" : "=l"(v) : "r"(at) : "memory");
+  return v;
+}
+__device__ GROSR_INLINE void StoreShared16(uint32_t at, uint16_t v) {
+  asm volatile("st.shared.u16 [%0], %1;" ::"r"(at), "h"(v) : "memory");
+}
+__device__ GROSR_INLINE void StoreShared64(uint32_t at, uint64_t v) {
+  asm volatile("st.shared.u64 [%0], %1;" ::"r"(at), "l"(v) : "memory");
+}
+#endif  // CUDA compilers
+
 struct TaskContext {
   // --- set by the scheduler once per launch ------------------------------
   const void* state;     // the scheduler's SchedulerState (for services)
@@ -66,7 +111,9 @@ struct TaskContext {
   // Lane of the calling thread within the warp, 0..31.
   __device__ GROSR_INLINE unsigned lane() const { return threadIdx.x & 31u; }
   // The id of the running task (to spawn more of itself).
-  __device__ GROSR_INLINE TaskId self() const { return task_id; }
+  __device__ GROSR_INLINE TaskId self() const {
+    return LoadShared32(SharedAddress(&task_id));
+  }
   // Index of the warp running this task, 1..num_workers-1 (0 is the control
   // warp); stable while the runtime runs, handy for per-worker scratch.
   __device__ GROSR_INLINE uint32_t worker_id() const { return worker; }
@@ -110,7 +157,16 @@ struct TaskContext {
     if (lane() == static_cast<unsigned>(__ffs(mask) - 1)) {
       TaskDescriptor item;
       Fill(&item, id, args);
-      Copy16(next, &item, sizeof(TaskDescriptor));  // flags 0: the slot is taken
+      item.group = LoadShared32(SharedAddress(&group));
+      // The header (flags 0: the slot is taken) and the argument words in
+      // use: a reader loads only as many as its arguments have.
+      const uint32_t slot =
+          SharedAddress(reinterpret_cast<const void*>(LoadShared64(SharedAddress(&next))));
+      const uint4* words = reinterpret_cast<const uint4*>(&item);
+#pragma unroll
+      for (uint32_t i = 0; i < 1 + (ArgBytesOf<Args>() + 15) / 16; ++i) {
+        StoreSharedWord(slot + 16 * i, words[i]);
+      }
     }
     __syncwarp(mask);
   }
@@ -164,22 +220,6 @@ struct TaskContext {
 };
 
 #if defined(__CUDACC__) || defined(__CUDACC_RTC__)
-// 16 bytes of a continuation slot (shared memory, 16-byte aligned), loaded
-// where the call stands. The in-place loop loads a slot's header and its
-// arguments together; with plain loads ptxas moved the argument load
-// behind the header's check (and even an asm ld: ptxas sees only PTX),
-// and the two loads in series cost ~250 SM cycles a step (H200, A/B of
-// 299a215). A volatile load is neither moved into a branch nor narrowed;
-// on shared memory it costs what a plain one does.
-__device__ GROSR_INLINE uint4 LoadSlotWord(const void* from) {
-  uint4 v;
-  asm volatile("ld.volatile.v4.u32 {%0, %1, %2, %3}, [%4];"
-               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
-               : "l"(from)
-               : "memory");
-  return v;
-}
-
 // Args and padding up to a whole number of 16-byte words (what a bit cast
 // from those words needs: the same size).
 template <typename Args, size_t kPad>
@@ -208,15 +248,11 @@ struct ArgWords {
   static_assert(sizeof(Padded) == sizeof(Words), "arguments must pad to whole 16-byte words");
   Words words;
 
-  // From a descriptor's (16-byte aligned) argument bytes.
-  __device__ GROSR_INLINE void Load(const uint8_t* from) {
+  // From 16-byte aligned argument bytes at shared address `at` (a batch
+  // entry or a continuation slot of the warp's scratch), in place.
+  __device__ GROSR_INLINE void Load(uint32_t at) {
 #pragma unroll
-    for (size_t i = 0; i < kChunks; ++i) words.w[i] = reinterpret_cast<const uint4*>(from)[i];
-  }
-  // From a continuation slot, in place (LoadSlotWord).
-  __device__ GROSR_INLINE void LoadFromSlot(const TaskDescriptor* slot) {
-#pragma unroll
-    for (size_t i = 0; i < kChunks; ++i) words.w[i] = LoadSlotWord(slot->args + 16 * i);
+    for (size_t i = 0; i < kChunks; ++i) words.w[i] = LoadSharedWord(at + 16 * i);
   }
   __device__ GROSR_INLINE Args args() const { return __builtin_bit_cast(Padded, words).args; }
 };
@@ -242,7 +278,7 @@ template <typename Args, typename Body>
 __device__ GROSR_INLINE void RunWithSelfContinuations(TaskContext& ctx, const uint8_t* first,
                                                       Body body) {
   ArgWords<Args> current;
-  current.Load(first);
+  current.Load(SharedAddress(first));
   // Little lives across the body (the two slots, the step count, the
   // argument words): a body that calls out (spawn, the heap) saves and
   // restores what is live around that call, in local memory. The rest is
@@ -252,21 +288,22 @@ __device__ GROSR_INLINE void RunWithSelfContinuations(TaskContext& ctx, const ui
   // context field that lanes read after the body and lane 0 then rewrote
   // raced when the lanes had diverged in the body (racecheck; a chain whose
   // lanes took different slots never ended).
-  TaskDescriptor* slot = ctx.next;
-  TaskDescriptor* spare = ctx.spare;
+  uint32_t slot = SharedAddress(reinterpret_cast<const void*>(LoadShared64(SharedAddress(&ctx.next))));
+  uint32_t spare = SharedAddress(reinterpret_cast<const void*>(LoadShared64(SharedAddress(&ctx.spare))));
+  // Fixed while the task runs: loaded once.
+  const uint32_t budget = LoadShared32(SharedAddress(&ctx.self_step_budget));
+  const TaskId self = LoadShared32(SharedAddress(&ctx.task_id));
   uint32_t steps = 0;  // run in place so far (the body appears once: code size)
   for (;;) {
     body(ctx, current.args());
     __syncwarp();  // every lane's writes of the step (then, fail) are seen
     // Everything the decision needs, loaded together: the slot's header and
-    // arguments (used only if it holds this task's continuation), the
-    // status, the budget and the id.
-    const uint4 head = LoadSlotWord(slot);
+    // arguments (used only if it holds this task's continuation) and the
+    // status.
+    const uint4 head = LoadSharedWord(slot);
     ArgWords<Args> next;
-    next.LoadFromSlot(slot);
-    const uint32_t budget = ctx.self_step_budget;
-    const TaskId self = ctx.task_id;
-    const uint32_t status = ctx.status;
+    next.Load(slot + kDescriptorArgsOffset);
+    const uint32_t status = LoadShared32(SharedAddress(&ctx.status));
     const uint32_t size_and_flags = head.y;  // arg_bytes | flags << 16
     if ((steps == budget) | (head.x != self) | (size_and_flags != ArgBytesOf<Args>()) |
         (status != kTaskOk)) {
@@ -274,10 +311,11 @@ __device__ GROSR_INLINE void RunWithSelfContinuations(TaskContext& ctx, const ui
     }
     current = next;
     if (ctx.lane() == 0) {
-      spare->flags = kContinuationEmpty;
-      ctx.next = spare;
+      StoreShared16(spare + kDescriptorFlagsOffset, kContinuationEmpty);
+      StoreShared64(SharedAddress(&ctx.next),
+                    reinterpret_cast<uint64_t>(__cvta_shared_to_generic(spare)));
     }
-    TaskDescriptor* const used = slot;
+    const uint32_t used = slot;
     slot = spare;
     spare = used;
     ++steps;
