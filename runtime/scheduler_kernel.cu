@@ -526,10 +526,11 @@ struct Ran {
   int32_t next_slot;        // continuation[] holding its continuation, or -1
 };
 
-// Runs one task (not its continuation) with the whole warp, in a
-// continuation slot pair: `next` is where its then() goes, `spare` the
-// other slot (RunWithSelfContinuations alternates them and says which holds
-// the continuation in ctx.next; then() clears the kContinuationEmpty mark).
+// Runs one task (not its continuation) with the whole warp: its then() goes
+// to continuation[next_slot] (ctx.next; the other slot may hold this task's
+// arguments), marked kContinuationEmpty until then() overwrites it. The
+// slot is read back through ctx.next after the call, so that nothing of it
+// stays live in registers across the call.
 // A task refused before running (unknown id, wrong argument size) makes no
 // continuation.
 __device__ GROSR_INLINE Ran RunTask(const SchedulerState& s, WarpScratch* w, Dispatcher* d,
@@ -546,11 +547,9 @@ __device__ GROSR_INLINE Ran RunTask(const SchedulerState& s, WarpScratch* w, Dis
     return Ran{kBadArguments, 0, id, -1};
   }
   TaskDescriptor* const next = &w->continuation[next_slot];
-  TaskDescriptor* const spare = &w->continuation[next_slot ^ 1];
   if (Lane() == 0) {
     next->flags = kContinuationEmpty;
     w->ctx.next = next;
-    w->ctx.spare = spare;
     w->ctx.self_steps = 0;  // an entry not made by GROSR_TASK leaves it
     w->ctx.self_step_budget = self_step_budget;
     s.heartbeats[worker] = WorkerHeartbeat{id, 1, ++w->sequence};

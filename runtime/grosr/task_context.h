@@ -100,7 +100,6 @@ struct TaskContext {
   // --- set by the scheduler before each task -----------------------------
   uint32_t self_step_budget;  // most continuations to itself it may run in place
   TaskDescriptor* next;  // where then() writes the continuation
-  TaskDescriptor* spare; // the warp's other continuation slot
   TaskId task_id;
   uint32_t group;
   uint32_t status;       // first failure code reported, 0 if none
@@ -271,25 +270,26 @@ struct ArgWords {
 // that completed, in the statistics). The heartbeat does not move during
 // the loop: the watchdog sees its steps as one task.
 //
-// Two slots alternate (ctx.next, ctx.spare): a step's arguments are copied
-// to registers before its body runs, and the slot then() writes next is
-// the other one, marked empty beforehand.
+// Every step's continuation goes to the same slot, ctx.next: a step's
+// arguments are in registers before its body runs, and lane 0 marks the
+// slot empty once every lane has read it. (Two slots alternated before, and
+// the loop rewrote ctx.next each step: a store that then()'s load of
+// ctx.next waited for, and the S2R that made the pointer generic.)
 template <typename Args, typename Body>
 __device__ GROSR_INLINE void RunWithSelfContinuations(TaskContext& ctx, const uint8_t* first,
                                                       Body body) {
   ArgWords<Args> current;
   current.Load(SharedAddress(first));
-  // Little lives across the body (the two slots, the step count, the
-  // argument words): a body that calls out (spawn, the heap) saves and
-  // restores what is live around that call, in local memory. The rest is
-  // read back from the context after the body. Of the context, the loop
-  // writes only ctx.next and the spare slot's flags (lane 0, after every
-  // lane's last read in the step) and, at the end, ctx.self_steps: a
-  // context field that lanes read after the body and lane 0 then rewrote
-  // raced when the lanes had diverged in the body (racecheck; a chain whose
-  // lanes took different slots never ended).
-  uint32_t slot = SharedAddress(reinterpret_cast<const void*>(LoadShared64(SharedAddress(&ctx.next))));
-  uint32_t spare = SharedAddress(reinterpret_cast<const void*>(LoadShared64(SharedAddress(&ctx.spare))));
+  // Little lives across the body (the slot, the step count, the argument
+  // words): a body that calls out (spawn, the heap) saves and restores what
+  // is live around that call, in local memory. Of the context, the loop
+  // writes only the slot's flags (lane 0, after every lane's last read in
+  // the step) and, at the end, ctx.self_steps: a context field that lanes
+  // read after the body and lane 0 then rewrote raced when the lanes had
+  // diverged in the body (racecheck; a chain whose lanes took different
+  // slots never ended).
+  const uint32_t slot =
+      SharedAddress(reinterpret_cast<const void*>(LoadShared64(SharedAddress(&ctx.next))));
   // Fixed while the task runs: loaded once.
   const uint32_t budget = LoadShared32(SharedAddress(&ctx.self_step_budget));
   const TaskId self = LoadShared32(SharedAddress(&ctx.task_id));
@@ -310,16 +310,10 @@ __device__ GROSR_INLINE void RunWithSelfContinuations(TaskContext& ctx, const ui
       break;
     }
     current = next;
-    if (ctx.lane() == 0) {
-      StoreShared16(spare + kDescriptorFlagsOffset, kContinuationEmpty);
-      StoreShared64(SharedAddress(&ctx.next),
-                    reinterpret_cast<uint64_t>(__cvta_shared_to_generic(spare)));
-    }
-    const uint32_t used = slot;
-    slot = spare;
-    spare = used;
     ++steps;
-    __syncwarp();  // the step's then() goes to the marked spare slot
+    __syncwarp();  // every lane has read the slot before lane 0 marks it
+    if (ctx.lane() == 0) StoreShared16(slot + kDescriptorFlagsOffset, kContinuationEmpty);
+    __syncwarp();  // the step's then() comes after the mark
   }
   if (ctx.lane() == 0) ctx.self_steps = steps;
 }
