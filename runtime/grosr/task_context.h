@@ -259,9 +259,9 @@ struct ArgWords {
 // A task's entry (GROSR_TASK): runs the body, then the task's continuations
 // to itself (then(self(), ...)) right here, in the task's module, without a
 // return to the scheduler and a dispatch per step. A self-continuation is a
-// loop iteration of the task's own code: 390 SM cycles a step on an H200,
+// loop iteration of the task's own code: 359 SM cycles a step on an H200,
 // where the same chain dispatched by the scheduler took ~1,000 (bench/
-// RESULTS.md, run K, A/B O).
+// RESULTS.md, run K, A/B P).
 // At most ctx.self_step_budget of them per dispatch, and only while no step
 // failed and the continuation has this task's argument size; whatever is left
 // (a continuation to another task, a failed step's, the next one past the
