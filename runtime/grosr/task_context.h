@@ -81,6 +81,21 @@ __device__ GROSR_INLINE uint64_t LoadShared64(uint32_t at) {
   asm volatile("ld.volatile.shared.u64 %0, [%1];" : "=l"(v) : "r"(at) : "memory");
   return v;
 }
+// A context field the scheduler writes before it calls the task and not
+// again until the task returns (task_id, group, next, the budget): a load
+// the compiler may merge with others of the same field and hoist out of a
+// loop (the asm is neither volatile nor clobbers memory), so that then()
+// in the in-place loop loads nothing.
+__device__ GROSR_INLINE uint32_t LoadInvariant32(uint32_t at) {
+  uint32_t v;
+  asm("ld.shared.u32 %0, [%1];" : "=r"(v) : "r"(at));
+  return v;
+}
+__device__ GROSR_INLINE uint64_t LoadInvariant64(uint32_t at) {
+  uint64_t v;
+  asm("ld.shared.u64 %0, [%1];" : "=l"(v) : "r"(at));
+  return v;
+}
 __device__ GROSR_INLINE void StoreShared16(uint32_t at, uint16_t v) {
   asm volatile("st.shared.u16 [%0], %1;" ::"r"(at), "h"(v) : "memory");
 }
@@ -111,7 +126,7 @@ struct TaskContext {
   __device__ GROSR_INLINE unsigned lane() const { return threadIdx.x & 31u; }
   // The id of the running task (to spawn more of itself).
   __device__ GROSR_INLINE TaskId self() const {
-    return LoadShared32(SharedAddress(&task_id));
+    return LoadInvariant32(SharedAddress(&task_id));
   }
   // Index of the warp running this task, 1..num_workers-1 (0 is the control
   // warp); stable while the runtime runs, handy for per-worker scratch.
@@ -156,11 +171,11 @@ struct TaskContext {
     if (lane() == static_cast<unsigned>(__ffs(mask) - 1)) {
       TaskDescriptor item;
       Fill(&item, id, args);
-      item.group = LoadShared32(SharedAddress(&group));
+      item.group = LoadInvariant32(SharedAddress(&group));
       // The header (flags 0: the slot is taken) and the argument words in
       // use: a reader loads only as many as its arguments have.
       const uint32_t slot =
-          SharedAddress(reinterpret_cast<const void*>(LoadShared64(SharedAddress(&next))));
+          SharedAddress(reinterpret_cast<const void*>(LoadInvariant64(SharedAddress(&next))));
       const uint4* words = reinterpret_cast<const uint4*>(&item);
 #pragma unroll
       for (uint32_t i = 0; i < 1 + (ArgBytesOf<Args>() + 15) / 16; ++i) {
@@ -289,10 +304,10 @@ __device__ GROSR_INLINE void RunWithSelfContinuations(TaskContext& ctx, const ui
   // diverged in the body (racecheck; a chain whose lanes took different
   // slots never ended).
   const uint32_t slot =
-      SharedAddress(reinterpret_cast<const void*>(LoadShared64(SharedAddress(&ctx.next))));
+      SharedAddress(reinterpret_cast<const void*>(LoadInvariant64(SharedAddress(&ctx.next))));
   // Fixed while the task runs: loaded once.
-  const uint32_t budget = LoadShared32(SharedAddress(&ctx.self_step_budget));
-  const TaskId self = LoadShared32(SharedAddress(&ctx.task_id));
+  const uint32_t budget = LoadInvariant32(SharedAddress(&ctx.self_step_budget));
+  const TaskId self = LoadInvariant32(SharedAddress(&ctx.task_id));
   uint32_t steps = 0;  // run in place so far (the body appears once: code size)
   for (;;) {
     body(ctx, current.args());
