@@ -106,6 +106,12 @@ struct TaskContext {
   // --- set by the task (RunWithSelfContinuations) ------------------------
   uint32_t self_steps;   // continuations to itself it ran in place
 
+  // Lives in the scheduler's shared memory and is addressed as such (see
+  // SharedAddress): a copy elsewhere would be read at a wrong address.
+  TaskContext() = default;
+  TaskContext(const TaskContext&) = delete;
+  TaskContext& operator=(const TaskContext&) = delete;
+
 #if defined(__CUDACC__) || defined(__CUDACC_RTC__)
   // Lane of the calling thread within the warp, 0..31.
   __device__ GROSR_INLINE unsigned lane() const { return threadIdx.x & 31u; }
@@ -280,8 +286,8 @@ __device__ GROSR_INLINE void RunWithSelfContinuations(TaskContext& ctx, const ui
                                                       Body body) {
   ArgWords<Args> current;
   current.Load(SharedAddress(first));
-  // Little lives across the body (the slot, the step count, the argument
-  // words): a body that calls out (spawn, the heap) saves and restores what
+  // Little lives across the body (the slot, the budget, the task id, the
+  // step count, the argument words): a body that calls out (spawn, the heap) saves and restores what
   // is live around that call, in local memory. Of the context, the loop
   // writes only the slot's flags (lane 0, after every lane's last read in
   // the step) and, at the end, ctx.self_steps: a context field that lanes
