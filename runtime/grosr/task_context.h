@@ -84,9 +84,6 @@ __device__ GROSR_INLINE uint64_t LoadShared64(uint32_t at) {
 __device__ GROSR_INLINE void StoreShared16(uint32_t at, uint16_t v) {
   asm volatile("st.shared.u16 [%0], %1;" ::"r"(at), "h"(v) : "memory");
 }
-__device__ GROSR_INLINE void StoreShared64(uint32_t at, uint64_t v) {
-  asm volatile("st.shared.u64 [%0], %1;" ::"r"(at), "l"(v) : "memory");
-}
 #endif  // CUDA compilers
 
 struct TaskContext {
