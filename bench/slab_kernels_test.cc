@@ -103,7 +103,9 @@ TEST(SlabKernelsTest, LayoutHoldsEveryPagesMetadata) {
   EXPECT_EQ(layout.pool_offset % 256, 0u);
   EXPECT_EQ(layout.hints_offset % 256, 0u);
   EXPECT_EQ(layout.counters_offset % 256, 0u);
-  EXPECT_GE(layout.metadata_bytes, layout.counters_offset + sizeof(SlabCounters));
+  EXPECT_EQ(layout.runs_offset % 256, 0u);
+  EXPECT_GE(layout.runs_offset, layout.counters_offset + sizeof(SlabCounters));
+  EXPECT_GE(layout.metadata_bytes, layout.runs_offset + uint64_t{4} * layout.page_count);
   uint32_t free_pages = 0;
   for (uint64_t w : layout.InitialPool()) free_pages += __builtin_popcountll(w);
   EXPECT_EQ(free_pages, 100u);

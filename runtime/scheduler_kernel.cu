@@ -104,10 +104,13 @@ __device__ __noinline__ void ReserveRegisterBudget(uint32_t* sink) {
 // Ring slots each lane of the control warp looks at per round: a round
 // costs two PCIe round trips in series (the sequence words, then the
 // descriptors) plus the device queue's atomics whatever it moves, so
-// host-submitted tasks ran at ~6.5 M/s with 32 a round (run L). Two per
-// lane move 64 a round with the same round trips: the descriptors of both
-// are loaded together (32 registers a lane; the scheduler kernel must stay
-// spill-free: DeviceCodeTest.SchedulerKernelDoesNotSpill).
+// host-submitted tasks ran at ~6.5 M/s with 32 a round (run L). A wide
+// round (two slots a lane, after a full one) moves 64 for three round trips:
+// the second sequence load waits for the first (an acquire load is an
+// LD.STRONG.SYS and a CCTL.IVALL that waits for it), and the descriptors of
+// both are loaded together (32 registers a lane; the scheduler kernel must
+// stay spill-free: DeviceCodeTest.SchedulerKernelDoesNotSpill). 9.0 M/s in
+// run N.
 constexpr uint32_t kIngestPerLane = 2;
 
 // Moves up to 32 * per_lane (per_lane <= kIngestPerLane) ready submissions
@@ -126,8 +129,8 @@ __device__ uint32_t IngestSubmissions(const SchedulerState& s, uint64_t* taken,
     // Acquire, lane by lane: the host wrote each descriptor before its
     // sequence word, and this lane reads its descriptor after. (Not a
     // relaxed load and a system-scope fence: the fence also waits for the
-    // warp's earlier stores to host memory.) The loads of every k are in
-    // flight together.
+    // warp's earlier stores to host memory.) So the loads of the two k
+    // are in series, not in flight together.
     ready[k] = k < per_lane &&
                SystemAtomic64(s.ring_sequence[slot[k]]).load(kAcquire) == ticket + 1;
   }

@@ -45,6 +45,7 @@ while [[ "${1:-}" == --* ]]; do
 done
 rounds=${1:-3}
 failed=0
+runs=0
 logs="${OUT:-/tmp/grosr-ab}"
 mkdir -p "$logs"
 for round in $(seq 1 "$rounds"); do
@@ -52,6 +53,7 @@ for round in $(seq 1 "$rounds"); do
     label=${label%/}
     [[ -x "$label/bin/grosr_bench" ]] || continue  # not a build (a log folder)
     [[ -z $labels || $labels == *",$label,"* ]] || continue
+    runs=$((runs + 1))
     if [[ $only == alloc ]]; then  # the slab allocator alone, one-second rows
       timeout 300 "$label/bin/alloc" --no-baselines --row-budget-s 1 --deadline-s 4 \
         --json "$logs/$label-alloc-$round.json" >"$logs/$label-alloc-$round.log" 2>&1 ||
@@ -66,6 +68,10 @@ for round in $(seq 1 "$rounds"); do
       "$log.log" | cut -c1-90 | sed "s/^/$label r$round  /"
   done
 done
+if ((runs == 0)); then
+  echo "run.sh: no build to run (--labels ${labels:-none given})" >&2
+  exit 1
+fi
 exit "$failed"
 EOF
 chmod +x bundle/ab/run.sh

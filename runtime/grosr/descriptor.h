@@ -4,7 +4,8 @@
 // kMaxInlineArgBytes of argument bytes copied inline. Larger inputs are passed
 // by device pointer inside the arguments. The same layout travels through the
 // host's submission ring, the device work queue and a warp's continuation
-// slot, so a task costs one 64-byte copy wherever it goes.
+// slot, so a task costs at most one 64-byte copy wherever it goes (then()
+// writes only the header and the argument words in use).
 #ifndef GROSR_DESCRIPTOR_H_
 #define GROSR_DESCRIPTOR_H_
 
@@ -57,7 +58,7 @@ static_assert(offsetof(TaskDescriptor, args) == kDescriptorArgsOffset, "descript
 #endif
 
 // The scheduler marks a warp's continuation slot with this flag before a
-// task runs; then() overwrites the whole slot (flags 0). A slot still
+// task runs; then() overwrites the slot's header (flags 0). A slot still
 // marked when the task returns holds no continuation.
 constexpr uint16_t kContinuationEmpty = 1;
 

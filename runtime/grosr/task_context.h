@@ -99,9 +99,6 @@ __device__ GROSR_INLINE uint64_t LoadInvariant64(uint32_t at) {
 __device__ GROSR_INLINE void StoreShared16(uint32_t at, uint16_t v) {
   asm volatile("st.shared.u16 [%0], %1;" ::"r"(at), "h"(v) : "memory");
 }
-__device__ GROSR_INLINE void StoreShared64(uint32_t at, uint64_t v) {
-  asm volatile("st.shared.u64 [%0], %1;" ::"r"(at), "l"(v) : "memory");
-}
 #endif  // CUDA compilers
 
 struct TaskContext {
@@ -120,6 +117,12 @@ struct TaskContext {
   uint32_t status;       // first failure code reported, 0 if none
   // --- set by the task (RunWithSelfContinuations) ------------------------
   uint32_t self_steps;   // continuations to itself it ran in place
+
+  // Lives in the scheduler's shared memory and is addressed as such (see
+  // SharedAddress): a copy elsewhere would be read at a wrong address.
+  TaskContext() = default;
+  TaskContext(const TaskContext&) = delete;
+  TaskContext& operator=(const TaskContext&) = delete;
 
 #if defined(__CUDACC__) || defined(__CUDACC_RTC__)
   // Lane of the calling thread within the warp, 0..31.
@@ -295,8 +298,8 @@ __device__ GROSR_INLINE void RunWithSelfContinuations(TaskContext& ctx, const ui
                                                       Body body) {
   ArgWords<Args> current;
   current.Load(SharedAddress(first));
-  // Little lives across the body (the slot, the step count, the argument
-  // words): a body that calls out (spawn, the heap) saves and restores what
+  // Little lives across the body (the slot, the budget, the task id, the
+  // step count, the argument words): a body that calls out (spawn, the heap) saves and restores what
   // is live around that call, in local memory. Of the context, the loop
   // writes only the slot's flags (lane 0, after every lane's last read in
   // the step) and, at the end, ctx.self_steps: a context field that lanes
