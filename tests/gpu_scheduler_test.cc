@@ -198,6 +198,17 @@ RecordArgs RecordFor(uint32_t i, CUdeviceptr out, CUdeviceptr hits) {
   return RecordArgs{i, i ^ 0x5a5a5a5au, DevicePointer<uint32_t>(out), DevicePointer<uint32_t>(hits)};
 }
 
+// Requests for record tasks 0..n-1 (what ExpectRecords checks).
+std::vector<TaskRequest> RecordRequests(TaskId record, uint32_t n, CUdeviceptr out,
+                                        CUdeviceptr hits) {
+  std::vector<TaskRequest> requests;
+  requests.reserve(n);
+  for (uint32_t i = 0; i < n; ++i) {
+    requests.push_back(TaskRequest::Make(record, RecordFor(i, out, hits)));
+  }
+  return requests;
+}
+
 // One worker warp on one SM and a 64-slot queue: fullness is deterministic.
 RuntimeOptions OneWorker() {
   RuntimeOptions options;
@@ -268,12 +279,7 @@ TEST(GpuScheduler, HundredThousandSubmittedTasksMatchTheCpuReference) {
   GROSR_ASSERT_OK(runtime->Start());
   absl::StatusOr<GroupId> group = runtime->CreateGroup();
   ASSERT_TRUE(group.ok());
-  std::vector<TaskRequest> requests;
-  for (uint32_t i = 0; i < n; ++i) {
-    requests.push_back(TaskRequest::Make(
-        ids.record, RecordFor(i, out, hits)));
-  }
-  GROSR_ASSERT_OK(runtime->SubmitBatch(requests, *group));
+  GROSR_ASSERT_OK(runtime->SubmitBatch(RecordRequests(ids.record, n, out, hits), *group));
   GROSR_ASSERT_OK(runtime->WaitGroup(*group, absl::Seconds(60)));
   ExpectRecords(*runtime, out, hits, n);
   absl::StatusOr<RuntimeStats> stats = runtime->Stats();
@@ -312,11 +318,8 @@ TEST_P(SmallRingTest, BatchesThroughASmallRingAndQueueRunEveryTaskOnce) {
   GROSR_ASSERT_OK(runtime->Start());
   absl::StatusOr<GroupId> group = runtime->CreateGroup();
   ASSERT_TRUE(group.ok());
-  std::vector<TaskRequest> requests;
-  for (uint32_t i = 0; i < n; ++i) {
-    requests.push_back(TaskRequest::Make(ids.record, RecordFor(i, out, hits)));
-  }
-  GROSR_ASSERT_OK(runtime->SubmitBatch(requests, *group, absl::Seconds(30)));
+  GROSR_ASSERT_OK(
+      runtime->SubmitBatch(RecordRequests(ids.record, n, out, hits), *group, absl::Seconds(30)));
   GROSR_ASSERT_OK(runtime->WaitGroup(*group, absl::Seconds(30)));
   ExpectRecords(*runtime, out, hits, n);
   absl::StatusOr<RuntimeStats> stats = runtime->Stats();
@@ -840,12 +843,7 @@ TEST(GpuScheduler, SingleSmRuntimeServes) {
   CUdeviceptr out = PoisonedBuffer<uint32_t>(*runtime, n, kPoison);
   CUdeviceptr hits = PoisonedBuffer<uint32_t>(*runtime, n, 0);
   GROSR_ASSERT_OK(runtime->Start());
-  std::vector<TaskRequest> requests;
-  for (uint32_t i = 0; i < n; ++i) {
-    requests.push_back(TaskRequest::Make(
-        ids.record, RecordFor(i, out, hits)));
-  }
-  GROSR_ASSERT_OK(runtime->SubmitBatch(requests));
+  GROSR_ASSERT_OK(runtime->SubmitBatch(RecordRequests(ids.record, n, out, hits)));
   GROSR_ASSERT_OK(runtime->Drain(absl::Seconds(60)));
   ExpectRecords(*runtime, out, hits, n);
 }
