@@ -103,7 +103,9 @@ __device__ __noinline__ void ReserveRegisterBudget(uint32_t* sink) {
 
 // Moves up to 32 ready submissions from the host's ring to the work queue,
 // in ticket order: lane i looks at ticket taken + i. Returns how many.
-// Leaves them in the ring when the queue is full.
+// Leaves them in the ring when the queue is full. Each lane's read ends with
+// an acquire load (SubmissionRing::TryRead): what the host wrote before it
+// submitted reaches the task through the device queue's release/acquire.
 // A round reads host memory once (a PCIe round trip, 1-3 us): the ring's
 // slots validate themselves (SubmissionRing). With a sequence word per slot,
 // read with acquire before the descriptor, a round was two round trips in
@@ -116,12 +118,6 @@ __device__ uint32_t IngestSubmissions(const SchedulerState& s, uint64_t* taken) 
   const unsigned ready_mask = __ballot_sync(kFullMask, ready);
   uint32_t n = ready_mask == kFullMask ? 32u : __ffs(~ready_mask) - 1u;
   if (n == 0) return 0;
-  // The descriptors need no ordering (each word carries its tag); what the
-  // host wrote before submitting them (pinned data their tasks read) does:
-  // one acquire fence a round that took anything, at system scope, which
-  // the device queue's release/acquire then carries to the workers.
-  cuda::atomic_thread_fence(kAcquire, cuda::thread_scope_system);
-
   // As many as the queue has room for; the rest wait in the ring.
   uint32_t room = 0;
   unsigned long long base = 0;

@@ -101,6 +101,40 @@ TEST(SubmissionRingTest, AHalfWrittenSlotReadsAsNotThere) {
   }
 }
 
+// A slot holding ticket T in every word but one, which still holds the
+// previous lap's ticket: neither ticket reads, whichever word it is.
+TEST(SubmissionRingTest, OneStaleWordAnywhereKeepsTheSlotUnread) {
+  HostRing host(32);
+  const SubmissionRing& ring = host.ring();
+  const uint64_t old_ticket = 5, ticket = 5 + 32;
+  for (uint32_t stale = 0; stale < SubmissionRing::kSlotWords; ++stale) {
+    ring.Write(old_ticket, DescriptorFor(old_ticket));
+    const size_t kept = ring.WordIndex(old_ticket, stale);
+    const uint64_t old_word = host.words()[kept];
+    ring.Write(ticket, DescriptorFor(ticket));
+    host.words()[kept] = old_word;
+    TaskDescriptor out{};
+    EXPECT_FALSE(ring.TryRead(ticket, &out)) << "stale word " << stale;
+    EXPECT_FALSE(ring.TryRead(old_ticket, &out)) << "stale word " << stale;
+  }
+}
+
+// Tickets across 2^32, where the 32-bit tag wraps: TagOf(2^32 - 1) is 0 and
+// the zeroed ring is long gone; a lap still tells tickets apart.
+TEST(SubmissionRingTest, TagsWrapAroundTwoToTheThirtyTwo) {
+  HostRing host(32);
+  const SubmissionRing& ring = host.ring();
+  TaskDescriptor out{};
+  const uint64_t first = (uint64_t{1} << 32) - 64;
+  for (uint64_t ticket = first; ticket < first + 128; ++ticket) {
+    ring.Write(ticket, DescriptorFor(ticket));
+    ASSERT_TRUE(ring.TryRead(ticket, &out)) << ticket;
+    EXPECT_TRUE(Same(out, DescriptorFor(ticket))) << ticket;
+    EXPECT_FALSE(ring.TryRead(ticket - 32, &out)) << ticket;
+    EXPECT_FALSE(ring.TryRead(ticket + 32, &out)) << ticket;
+  }
+}
+
 // The zeroed ring matches no ticket of the first lap (tag 0 is ticket
 // 2^32 - 1's, and TagOf never gives 0 below it).
 TEST(SubmissionRingTest, AZeroedRingHoldsNoTicket) {
@@ -113,28 +147,35 @@ TEST(SubmissionRingTest, AZeroedRingHoldsNoTicket) {
 
 // One producer and one reader, as the host and the control warp: a small
 // ring wraps thousands of times; the reader takes every ticket in order,
-// whole and exactly as written, and hands slots back through `taken`.
+// whole and exactly as written, and hands slots back through `taken`. The
+// producer also writes plain (non-atomic) data before each submission, as a
+// host fills pinned memory a task will read: under TSan the reader's read of
+// it after TryRead is a race unless the ring orders it.
 TEST(SubmissionRingTest, AProducerAndAReaderAgreeOnEveryTicket) {
   constexpr uint32_t kCapacity = 32;
   constexpr uint64_t kTickets = 200000;
   HostRing host(kCapacity);
   const SubmissionRing& ring = host.ring();
   std::atomic<uint64_t> taken{0};
+  std::vector<uint64_t> side(kCapacity, 0);  // plain data, written before submitting
   std::thread producer([&] {
     for (uint64_t ticket = 0; ticket < kTickets; ++ticket) {
       while (ticket - taken.load(std::memory_order_acquire) >= kCapacity) std::this_thread::yield();
+      side[ticket % kCapacity] = ticket * 3 + 1;
       ring.Write(ticket, DescriptorFor(ticket));
     }
   });
-  uint64_t wrong = 0, misses = 0;
+  uint64_t wrong = 0, wrong_side = 0, misses = 0;
   TaskDescriptor out{};
   for (uint64_t ticket = 0; ticket < kTickets; ++ticket) {
     while (!ring.TryRead(ticket, &out)) ++misses;
     if (!Same(out, DescriptorFor(ticket))) ++wrong;
+    if (side[ticket % kCapacity] != ticket * 3 + 1) ++wrong_side;
     taken.store(ticket + 1, std::memory_order_release);
   }
   producer.join();
   EXPECT_EQ(wrong, 0u) << "descriptors that differ from what was written";
+  EXPECT_EQ(wrong_side, 0u) << "data written before a submission not seen after taking it";
   std::printf("reads that found the slot not (wholly) written yet: %llu\n",
               static_cast<unsigned long long>(misses));
 }

@@ -30,8 +30,8 @@
 #endif
 
 // Unrolls the loop that follows where a CUDA compiler builds it (g++ warns
-// of the unknown pragma): loads in an unrolled loop are all issued before
-// any is used.
+// of the unknown pragma): unrolled, independent loads can be issued before
+// any of them is used.
 #if defined(__CUDACC__) || defined(__CUDACC_RTC__)
 #define GROSR_UNROLL _Pragma("unroll")
 #else

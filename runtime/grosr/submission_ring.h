@@ -27,11 +27,18 @@
 // What they get:
 //  - TryRead returns true only with the whole descriptor of that ticket, as
 //    the producer wrote it; false while any word is missing.
-// Memory ordering: the words are relaxed, system scope: the descriptor needs
-// nothing more, since it is inside the words. Whatever else the host wrote
-// before submitting (pinned data a task will read) is ordered by the
-// reader's acquire fence after a successful read (the scheduler's control
-// warp issues one per round that took anything).
+// Platform assumption: an aligned 8-byte word the host stores with one
+// instruction is never read half old, half new by the GPU over PCIe (the
+// root complex serves a read from a coherent copy of the cache line). CUDA
+// does not promise it for pinned memory (hostNativeAtomicSupported is 0 on
+// a PCIe x86 host); a word torn between tag and payload would pass. The
+// GPU suite checks every descriptor of tiny rings rewritten while read
+// (SmallRingTest; GpuScheduler.ATinyRingRewrittenWhileRead...).
+// Memory ordering: each word is stored with release and loaded relaxed,
+// except the last one loaded, with acquire: a reader that takes a ticket
+// synchronizes with the producer, so whatever the host wrote before it
+// submitted (pinned data a task will read) happens before what the reader
+// does next. The descriptor itself needs no more: it is inside the words.
 #ifndef GROSR_SUBMISSION_RING_H_
 #define GROSR_SUBMISSION_RING_H_
 
@@ -60,36 +67,37 @@ struct SubmissionRing {
            slot % kBlockSlots;
   }
 
-  // Producer: writes ticket's descriptor (any order of words is fine).
+  // Producer: writes ticket's descriptor.
   GROSR_HD void Write(uint64_t ticket, const TaskDescriptor& descriptor) const {
     alignas(16) uint32_t payload[kSlotWords];
     Copy16(payload, &descriptor, sizeof(TaskDescriptor));
     const uint64_t tag = uint64_t{TagOf(ticket)} << 32;
-GROSR_UNROLL
+    GROSR_UNROLL
     for (uint32_t w = 0; w < kSlotWords; ++w) {
-      SystemAtomic64(words[WordIndex(ticket, w)]).store(tag | payload[w], kRelaxed);
+      SystemAtomic64(words[WordIndex(ticket, w)]).store(tag | payload[w], kRelease);
     }
   }
 
   // Reader: true, with *out filled, once every word of ticket's descriptor
   // is there; *out is written either way (garbage when false). The loads
-  // are all issued before any is used (one round trip).
+  // have no dependences among them, so they can be in flight together (one
+  // round trip); the acquire one is issued last.
   GROSR_HD bool TryRead(uint64_t ticket, TaskDescriptor* out) const {
     uint64_t raw[kSlotWords];
     GROSR_UNROLL
-    for (uint32_t w = 0; w < kSlotWords; ++w) {
+    for (uint32_t w = 0; w + 1 < kSlotWords; ++w) {
       raw[w] = SystemAtomic64(words[WordIndex(ticket, w)]).load(kRelaxed);
     }
+    raw[kSlotWords - 1] = SystemAtomic64(words[WordIndex(ticket, kSlotWords - 1)]).load(kAcquire);
     const uint32_t tag = TagOf(ticket);
     uint32_t mismatch = 0;
+    alignas(16) uint32_t payload[kSlotWords];
     GROSR_UNROLL
-    for (uint32_t w = 0; w < kSlotWords; ++w) mismatch |= static_cast<uint32_t>(raw[w] >> 32) ^ tag;
-    GROSR_UNROLL
-    for (uint32_t w = 0; w < kSlotWords / 4; ++w) {
-      reinterpret_cast<uint4*>(out)[w] =
-          uint4{static_cast<uint32_t>(raw[4 * w]), static_cast<uint32_t>(raw[4 * w + 1]),
-                static_cast<uint32_t>(raw[4 * w + 2]), static_cast<uint32_t>(raw[4 * w + 3])};
+    for (uint32_t w = 0; w < kSlotWords; ++w) {
+      mismatch |= static_cast<uint32_t>(raw[w] >> 32) ^ tag;
+      payload[w] = static_cast<uint32_t>(raw[w]);
     }
+    Copy16(out, payload, sizeof(TaskDescriptor));
     return mismatch == 0;
   }
 };
