@@ -313,8 +313,7 @@ absl::Status Runtime::AllocateState() {
 
   Layout pinned;
   const size_t host_at = pinned.Take(sizeof(HostShared));
-  const size_t ring_sequence_at = pinned.Take(sizeof(uint64_t) * o.ring_capacity);
-  const size_t ring_at = pinned.Take(sizeof(TaskDescriptor) * o.ring_capacity);
+  const size_t ring_at = pinned.Take(SubmissionRing::Bytes(o.ring_capacity));
   const size_t completions_at = pinned.Take(sizeof(CompletionRecord) * o.completion_capacity);
   const size_t snapshots_at = pinned.Take(sizeof(uint64_t) * o.group_capacity);
   const size_t last_task_at = pinned.Take(sizeof(uint32_t) * num_warps);
@@ -344,7 +343,6 @@ absl::Status Runtime::AllocateState() {
   s.num_warps = num_warps;
   s.warps_per_block = o.warps_per_block;
   s.table_capacity = o.table_capacity;
-  s.ring_capacity = o.ring_capacity;
   s.completion_capacity = o.completion_capacity;
   s.error_capacity = o.error_capacity;
   s.idle_sleep_max_ns = std::max<uint32_t>(o.idle_sleep_max_ns, 32);
@@ -369,8 +367,7 @@ absl::Status Runtime::AllocateState() {
   s.stop = At<uint32_t>(d, stop_at);
   s.parked = At<uint32_t>(d, parked_at);
   s.host = At<HostShared>(hd, host_at);
-  s.ring_sequence = At<uint64_t>(hd, ring_sequence_at);
-  s.ring = At<TaskDescriptor>(hd, ring_at);
+  s.ring = SubmissionRing{At<uint64_t>(hd, ring_at), o.ring_capacity};
   s.completions = At<CompletionRecord>(hd, completions_at);
   s.group_snapshots = At<uint64_t>(hd, snapshots_at);
   s.last_task = At<uint32_t>(hd, last_task_at);
@@ -379,8 +376,7 @@ absl::Status Runtime::AllocateState() {
   state_device_ = d + state_at;
 
   host_ = At<HostShared>(h, host_at);
-  ring_sequence_ = At<uint64_t>(h, ring_sequence_at);
-  ring_ = At<TaskDescriptor>(h, ring_at);
+  ring_ = SubmissionRing{At<uint64_t>(h, ring_at), o.ring_capacity};  // zeroed, as it must be
   completions_ = At<CompletionRecord>(h, completions_at);
   group_snapshots_ = At<uint64_t>(h, snapshots_at);
   last_task_ = At<uint32_t>(h, last_task_at);
@@ -1066,10 +1062,9 @@ uint64_t Runtime::CommitTicket() {
 void Runtime::WriteRing(const TaskDescriptor& descriptor) {
   const uint64_t position = ring_tail_.load(std::memory_order_relaxed);
   ring_tail_.store(position + 1, std::memory_order_relaxed);
-  const uint32_t slot = static_cast<uint32_t>(position) & (options_.ring_capacity - 1);
-  std::memcpy(&ring_[slot], &descriptor, sizeof(descriptor));
-  // The control warp reads the descriptor after seeing this word.
-  SystemAtomic64(ring_sequence_[slot]).store(position + 1, kRelease);
+  // The control warp takes it once every word of it is there
+  // (SubmissionRing): no sequence word, no order among the stores.
+  ring_.Write(position, descriptor);
 }
 
 absl::Status Runtime::CheckGroup(GroupId group) {

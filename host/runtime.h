@@ -470,8 +470,7 @@ class Runtime {
 
   // Host views of pinned memory.
   HostShared* host_ = nullptr;
-  uint64_t* ring_sequence_ = nullptr;
-  TaskDescriptor* ring_ = nullptr;
+  SubmissionRing ring_{};  // host view of the pinned submission ring
   CompletionRecord* completions_ = nullptr;
   uint64_t* group_snapshots_ = nullptr;
   uint32_t* last_task_ = nullptr;

@@ -101,57 +101,23 @@ __device__ __noinline__ void ReserveRegisterBudget(uint32_t* sink) {
 // Control warp
 // ---------------------------------------------------------------------------
 
-// Ring slots each lane of the control warp looks at per round: a round
-// costs two PCIe round trips in series (the sequence words, then the
-// descriptors) plus the device queue's atomics whatever it moves, so
-// host-submitted tasks ran at ~6.5 M/s with 32 a round (run L). A wide
-// round (two slots a lane, after a full one) moves 64 for three round trips:
-// the second sequence load waits for the first (an acquire load is an
-// LD.STRONG.SYS and a CCTL.IVALL that waits for it), and the descriptors of
-// both are loaded together (32 registers a lane; the scheduler kernel must
-// stay spill-free: DeviceCodeTest.SchedulerKernelDoesNotSpill). 9.0 M/s in
-// run N.
-constexpr uint32_t kIngestPerLane = 2;
-
-// Moves up to 32 * per_lane (per_lane <= kIngestPerLane) ready submissions
-// from the host's ring to the work queue, in ticket order. Returns how many.
-// Leaves them in the ring when the queue is full.
-__device__ uint32_t IngestSubmissions(const SchedulerState& s, uint64_t* taken,
-                                      uint32_t per_lane) {
+// Moves up to 32 ready submissions from the host's ring to the work queue,
+// in ticket order: lane i looks at ticket taken + i. Returns how many.
+// Leaves them in the ring when the queue is full. Each lane's read ends with
+// an acquire load (SubmissionRing::TryRead): what the host wrote before it
+// submitted reaches the task through the device queue's release/acquire.
+// A round reads host memory once (a PCIe round trip, 1-3 us): the ring's
+// slots validate themselves (SubmissionRing). With a sequence word per slot,
+// read with acquire before the descriptor, a round was two round trips in
+// series (three for 64 a round), which bounded host-submitted tasks (6.5 M/s
+// with 32 a round, 9.0 M/s with 64; runs L and N) and the ping-pong.
+__device__ uint32_t IngestSubmissions(const SchedulerState& s, uint64_t* taken) {
   const unsigned lane = Lane();
-  // Ticket order is k-major: lane i's k-th slot holds ticket taken + 32k + i.
-  uint32_t slot[kIngestPerLane];
-  bool ready[kIngestPerLane];
-#pragma unroll
-  for (uint32_t k = 0; k < kIngestPerLane; ++k) {
-    const uint64_t ticket = *taken + 32 * k + lane;
-    slot[k] = static_cast<uint32_t>(ticket) & (s.ring_capacity - 1);
-    // Acquire, lane by lane: the host wrote each descriptor before its
-    // sequence word, and this lane reads its descriptor after. (Not a
-    // relaxed load and a system-scope fence: the fence also waits for the
-    // warp's earlier stores to host memory.) So the loads of the two k
-    // are in series, not in flight together.
-    ready[k] = k < per_lane &&
-               SystemAtomic64(s.ring_sequence[slot[k]]).load(kAcquire) == ticket + 1;
-  }
-  // The ready prefix, in ticket order.
-  uint32_t n = 0;
-  bool gap = false;
-#pragma unroll
-  for (uint32_t k = 0; k < kIngestPerLane; ++k) {
-    const unsigned ready_mask = __ballot_sync(kFullMask, ready[k]);
-    if (!gap) {
-      n += ready_mask == kFullMask ? 32u : __ffs(~ready_mask) - 1u;
-      gap = ready_mask != kFullMask;
-    }
-  }
+  TaskDescriptor item;
+  const bool ready = s.ring.TryRead(*taken + lane, &item);
+  const unsigned ready_mask = __ballot_sync(kFullMask, ready);
+  uint32_t n = ready_mask == kFullMask ? 32u : __ffs(~ready_mask) - 1u;
   if (n == 0) return 0;
-  TaskDescriptor item[kIngestPerLane];
-#pragma unroll
-  for (uint32_t k = 0; k < kIngestPerLane; ++k) {
-    if (32 * k + lane < n) Copy16(&item[k], &s.ring[slot[k]], sizeof(TaskDescriptor));
-  }
-
   // As many as the queue has room for; the rest wait in the ring.
   uint32_t room = 0;
   unsigned long long base = 0;
@@ -162,20 +128,13 @@ __device__ uint32_t IngestSubmissions(const SchedulerState& s, uint64_t* taken,
   room = __shfl_sync(kFullMask, room, 0);
   if (room == 0) return 0;  // device queue full: the host's ring holds them
   n = room;
-#pragma unroll
-  for (uint32_t k = 0; k < kIngestPerLane; ++k) {
-    const TaskDescriptor& it = item[k];
-    if (32 * k + lane < n && it.group != 0 && it.group < s.completion.group_capacity) {
-      DeviceAtomic64(s.completion.group_words[it.group]).fetch_add(1 + kRootUnit, kRelaxed);
-    }
+  if (lane < n && item.group != 0 && item.group < s.completion.group_capacity) {
+    DeviceAtomic64(s.completion.group_words[item.group]).fetch_add(1 + kRootUnit, kRelaxed);
   }
   if (lane == 0) base = s.queue.ClaimTailTickets(n);
   base = __shfl_sync(kFullMask, base, 0);
   __syncwarp();
-#pragma unroll
-  for (uint32_t k = 0; k < kIngestPerLane; ++k) {
-    if (32 * k + lane < n) s.queue.Write(base + 32 * k + lane, item[k]);
-  }
+  if (lane < n) s.queue.Write(base + lane, item);
   __syncwarp();
   *taken += n;
   if (lane == 0) {
@@ -288,15 +247,8 @@ __device__ void RunControl(const SchedulerState& s) {
     // the host's Stop or Run.
     const bool parking = __shfl_sync(kFullMask, control.told_workers, 0) == kWorkersPark;
     if (!parking) {
-      // An idle round looks at one slot a lane: 64 system-scope loads a
-      // poll made the ping-pong round trip ~2 us slower (9.4 -> 11.4 us on
-      // the H200). A full round means a burst: the next look is wide.
-      uint32_t per_lane = 1;
-      bool full;
-      do {
-        full = IngestSubmissions(s, &taken, per_lane) == 32 * per_lane;
-        per_lane = kIngestPerLane;
-      } while (full);
+      while (IngestSubmissions(s, &taken) == 32) {
+      }
     }
     PublishFinishedGroups(s, dirty);
     command = __shfl_sync(kFullMask, command, 0);

@@ -330,6 +330,32 @@ TEST_P(SmallRingTest, BatchesThroughASmallRingAndQueueRunEveryTaskOnce) {
   GROSR_ASSERT_OK(runtime->Drain(absl::Seconds(10)));
 }
 
+// The submission ring's slots validate themselves word by word
+// (SubmissionRing), which relies on the GPU never reading a host word half
+// written. A 32-slot ring is read ahead by the control warp's 32 lanes while
+// the host rewrites it: thousands of laps, every descriptor checked against
+// the CPU reference and run exactly once.
+TEST(GpuScheduler, ATinyRingRewrittenWhileReadDeliversEveryDescriptorWhole) {
+  RuntimeOptions options;
+  options.ring_capacity = 32;
+  GROSR_RUNTIME_OR_SKIP(runtime, options);
+  Ids ids = Load(*runtime);
+  const uint32_t n = static_cast<uint32_t>(std::max<uint64_t>(Scaled(200000), 2000));
+  CUdeviceptr out = PoisonedBuffer<uint32_t>(*runtime, n, kPoison);
+  CUdeviceptr hits = PoisonedBuffer<uint32_t>(*runtime, n, 0);
+  GROSR_ASSERT_OK(runtime->Start());
+  absl::StatusOr<GroupId> group = runtime->CreateGroup();
+  ASSERT_TRUE(group.ok());
+  std::vector<TaskRequest> requests;
+  for (uint32_t i = 0; i < n; ++i) {
+    requests.push_back(TaskRequest::Make(ids.record, RecordFor(i, out, hits)));
+  }
+  GROSR_ASSERT_OK(runtime->SubmitBatch(requests, *group, absl::Seconds(60)));
+  GROSR_ASSERT_OK(runtime->WaitGroup(*group, absl::Seconds(60)));
+  ExpectRecords(*runtime, out, hits, n);
+  GROSR_ASSERT_OK(runtime->Drain(absl::Seconds(10)));
+}
+
 TEST(GpuScheduler, TrackedSubmissionsFromManyThreadsEachRunOnce) {
   RuntimeOptions options;
   options.completion_capacity = 1024;  // forces slot reuse

@@ -29,6 +29,15 @@
 #define GROSR_ON_DEVICE 0
 #endif
 
+// Unrolls the loop that follows where a CUDA compiler builds it (g++ warns
+// of the unknown pragma): unrolled, independent loads can be issued before
+// any of them is used.
+#if defined(__CUDACC__) || defined(__CUDACC_RTC__)
+#define GROSR_UNROLL _Pragma("unroll")
+#else
+#define GROSR_UNROLL
+#endif
+
 #if !GROSR_ON_DEVICE && !defined(__CUDACC_RTC__)
 #include <cstring>
 #include <thread>

@@ -14,6 +14,7 @@
 #include "grosr/descriptor.h"
 #include "grosr/platform.h"
 #include "grosr/slab_allocator.h"
+#include "grosr/submission_ring.h"
 #include "grosr/task_context.h"
 #include "grosr/work_queue.h"
 
@@ -104,7 +105,6 @@ struct SchedulerState {
   uint32_t num_warps;          // all warps of the grid (control warp included)
   uint32_t warps_per_block;
   uint32_t table_capacity;
-  uint32_t ring_capacity;      // power of two
   uint32_t completion_capacity;// power of two
   uint32_t error_capacity;     // power of two
   uint32_t idle_sleep_max_ns;
@@ -131,8 +131,7 @@ struct SchedulerState {
 
   // Shared with the host (pinned memory, device addresses).
   HostShared* host;
-  uint64_t* ring_sequence;     // [ring_capacity] host writes ticket + 1
-  TaskDescriptor* ring;        // [ring_capacity]
+  SubmissionRing ring;         // the host's submissions
   CompletionRecord* completions;     // [completion_capacity]
   uint64_t* group_snapshots;   // [completion.group_capacity]
   uint32_t* last_task;         // [num_warps] id of each warp's latest task
