@@ -5,9 +5,11 @@
 #include <utility>
 #include <atomic>
 #include <numeric>
+#include <string>
 #include <thread>
 
 #include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
 #include "host/runtime.h"
 #include "tests/gpu_test_support.h"
@@ -295,32 +297,40 @@ TEST(GpuScheduler, HundredThousandSubmittedTasksMatchTheCpuReference) {
   EXPECT_EQ(report->submissions_abandoned, 0u);
 }
 
-// The control warp moves host submissions in rounds of up to 64 (two ring
-// slots a lane). With rings of 32 slots (a lane's two slots are one) and 64,
-// and device queues smaller than a round (the queue's room ends inside a
-// round), a batch into a group still runs every task once and the group
-// completes.
-class SmallRingTest : public ::testing::TestWithParam<std::pair<uint32_t, uint32_t>> {};
+// The control warp moves host submissions in rounds of up to 32, one ring
+// slot a lane, each lane reading ahead of what the host has written. Rings
+// of 32 and 64 slots, and device queues as small as a round or smaller (the
+// queue's room ends inside one); and a 32-slot ring rewritten while it is
+// read, for thousands of laps, with a queue that never stalls the reads:
+// the ring's slots validate themselves word by word (SubmissionRing), which
+// relies on the GPU never reading a host word half written. Every task runs
+// once with its whole descriptor (CPU reference), and the group completes.
+struct RingCase {
+  uint32_t ring, queue, tasks, min_tasks;  // min_tasks: at the smallest scale
+};
+class SmallRingTest : public ::testing::TestWithParam<RingCase> {};
 INSTANTIATE_TEST_SUITE_P(RingAndQueue, SmallRingTest,
-                         ::testing::Values(std::make_pair(32u, 16u), std::make_pair(64u, 32u),
-                                           std::make_pair(64u, 1024u),
-                                           std::make_pair(1024u, 64u)));
+                         ::testing::Values(RingCase{32, 16, 5000, 500}, RingCase{64, 32, 5000, 500},
+                                           RingCase{64, 1024, 5000, 500},
+                                           RingCase{1024, 64, 5000, 500},
+                                           RingCase{32, 1u << 20, 200000, 2000}));
 
 TEST_P(SmallRingTest, BatchesThroughASmallRingAndQueueRunEveryTaskOnce) {
   RuntimeOptions options;
-  options.ring_capacity = GetParam().first;
-  options.queue_capacity = GetParam().second;
+  options.ring_capacity = GetParam().ring;
+  options.queue_capacity = GetParam().queue;
   GROSR_RUNTIME_OR_SKIP(runtime, options);
   Ids ids = Load(*runtime);
-  const uint32_t n = static_cast<uint32_t>(std::max<uint64_t>(Scaled(5000), 500));
+  const uint32_t n =
+      static_cast<uint32_t>(std::max<uint64_t>(Scaled(GetParam().tasks), GetParam().min_tasks));
   CUdeviceptr out = PoisonedBuffer<uint32_t>(*runtime, n, kPoison);
   CUdeviceptr hits = PoisonedBuffer<uint32_t>(*runtime, n, 0);
   GROSR_ASSERT_OK(runtime->Start());
   absl::StatusOr<GroupId> group = runtime->CreateGroup();
   ASSERT_TRUE(group.ok());
   GROSR_ASSERT_OK(
-      runtime->SubmitBatch(RecordRequests(ids.record, n, out, hits), *group, absl::Seconds(30)));
-  GROSR_ASSERT_OK(runtime->WaitGroup(*group, absl::Seconds(30)));
+      runtime->SubmitBatch(RecordRequests(ids.record, n, out, hits), *group, absl::Seconds(60)));
+  GROSR_ASSERT_OK(runtime->WaitGroup(*group, absl::Seconds(60)));
   ExpectRecords(*runtime, out, hits, n);
   absl::StatusOr<RuntimeStats> stats = runtime->Stats();
   ASSERT_TRUE(stats.ok()) << stats.status();
@@ -330,30 +340,46 @@ TEST_P(SmallRingTest, BatchesThroughASmallRingAndQueueRunEveryTaskOnce) {
   GROSR_ASSERT_OK(runtime->Drain(absl::Seconds(10)));
 }
 
-// The submission ring's slots validate themselves word by word
-// (SubmissionRing), which relies on the GPU never reading a host word half
-// written. A 32-slot ring is read ahead by the control warp's 32 lanes while
-// the host rewrites it: thousands of laps, every descriptor checked against
-// the CPU reference and run exactly once.
-TEST(GpuScheduler, ATinyRingRewrittenWhileReadDeliversEveryDescriptorWhole) {
-  RuntimeOptions options;
-  options.ring_capacity = 32;
-  GROSR_RUNTIME_OR_SKIP(runtime, options);
-  Ids ids = Load(*runtime);
-  const uint32_t n = static_cast<uint32_t>(std::max<uint64_t>(Scaled(200000), 2000));
-  CUdeviceptr out = PoisonedBuffer<uint32_t>(*runtime, n, kPoison);
-  CUdeviceptr hits = PoisonedBuffer<uint32_t>(*runtime, n, 0);
-  GROSR_ASSERT_OK(runtime->Start());
-  absl::StatusOr<GroupId> group = runtime->CreateGroup();
-  ASSERT_TRUE(group.ok());
-  std::vector<TaskRequest> requests;
-  for (uint32_t i = 0; i < n; ++i) {
-    requests.push_back(TaskRequest::Make(ids.record, RecordFor(i, out, hits)));
+// 300 tasks loaded from one file, each writing its own number, submitted in
+// one batch of 300 runs of one id: every task runs the code installed under
+// its id (ids past 255 included), and each id is counted once.
+struct NumberArgs {
+  uint32_t* out;
+};
+TEST(GpuScheduler, ThreeHundredTaskIdsEachRunTheirOwnCodeAndCountOnce) {
+  GROSR_RUNTIME_OR_SKIP(runtime, RuntimeOptions{});
+  constexpr uint32_t kTasks = 300;
+  std::string source = "#include <grosr/task.h>\nstruct NumberArgs { unsigned* out; };\n";
+  for (uint32_t i = 0; i < kTasks; ++i) {
+    absl::StrAppend(&source, "GROSR_TASK(number_", i, ", NumberArgs) { if (ctx.lane() == 0) ",
+                    "args.out[", i, "] = ", i, " + 1; }\n");
   }
-  GROSR_ASSERT_OK(runtime->SubmitBatch(requests, *group, absl::Seconds(60)));
-  GROSR_ASSERT_OK(runtime->WaitGroup(*group, absl::Seconds(60)));
-  ExpectRecords(*runtime, out, hits, n);
-  GROSR_ASSERT_OK(runtime->Drain(absl::Seconds(10)));
+  absl::StatusOr<LoadReport> report = runtime->LoadSource("numbers.cu", source);
+  ASSERT_TRUE(report.ok()) << report.status();
+  CUdeviceptr out = PoisonedBuffer<uint32_t>(*runtime, kTasks, kPoison);
+  GROSR_ASSERT_OK(runtime->Start());
+  std::vector<TaskRequest> requests;
+  TaskId highest = 0;
+  for (uint32_t i = 0; i < kTasks; ++i) {
+    absl::StatusOr<TaskId> id = runtime->Find(absl::StrCat("number_", i));
+    ASSERT_TRUE(id.ok()) << id.status();
+    highest = std::max(highest, *id);
+    requests.push_back(TaskRequest::Make(*id, NumberArgs{DevicePointer<uint32_t>(out)}));
+  }
+  ASSERT_GE(highest, 256u) << "no task id past 255";
+  GROSR_ASSERT_OK(runtime->SubmitBatch(requests));
+  GROSR_ASSERT_OK(runtime->Drain(absl::Seconds(30)));
+  std::vector<uint32_t> got = ReadBuffer<uint32_t>(*runtime, out, kTasks);
+  for (uint32_t i = 0; i < kTasks; ++i) EXPECT_EQ(got[i], i + 1) << "task number_" << i;
+  // A batch of 300 ids, each a run of one: each counted once.
+  absl::StatusOr<RuntimeStats> stats = runtime->Stats();
+  ASSERT_TRUE(stats.ok()) << stats.status();
+  for (const TaskRequest& request : requests) {
+    const TaskStats* task = StatsOf(*stats, request.task);
+    ASSERT_NE(task, nullptr);
+    EXPECT_EQ(task->submitted, 1u) << "task id " << request.task;
+    EXPECT_EQ(task->completed, 1u) << "task id " << request.task;
+  }
 }
 
 TEST(GpuScheduler, TrackedSubmissionsFromManyThreadsEachRunOnce) {

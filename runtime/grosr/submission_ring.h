@@ -33,7 +33,7 @@
 // does not promise it for pinned memory (hostNativeAtomicSupported is 0 on
 // a PCIe x86 host); a word torn between tag and payload would pass. The
 // GPU suite checks every descriptor of tiny rings rewritten while read
-// (SmallRingTest; GpuScheduler.ATinyRingRewrittenWhileRead...).
+// (SmallRingTest, 200,000 tasks through 32 slots among them).
 // Memory ordering: each word is stored with release and loaded relaxed,
 // except the last one loaded, with acquire: a reader that takes a ticket
 // synchronizes with the producer, so whatever the host wrote before it

@@ -101,6 +101,9 @@ __device__ GROSR_INLINE void StoreShared16(uint32_t at, uint16_t v) {
 }
 #endif  // CUDA compilers
 
+// Tasks read the context through its methods and never write its fields:
+// the scheduler sets them before it calls a task, and the task's code loads
+// some of them once per call (LoadInvariant32/64).
 struct TaskContext {
   // --- set by the scheduler once per launch ------------------------------
   const void* state;     // the scheduler's SchedulerState (for services)
