@@ -608,7 +608,7 @@ absl::StatusOr<SlabSnapshot> DeviceSlab::Snapshot() {
   if (!states.ok()) return states.status();
   absl::StatusOr<std::vector<uint64_t>> hints = gpu_->Download<uint64_t>(
       metadata_.get() + layout_.hints_offset,
-      size_t{SlabAllocator::kMaxClasses} * SlabAllocator::kShards);
+      size_t{SlabAllocator::kMaxClasses} * layout_.shard_count);
   if (!hints.ok()) return hints.status();
   SlabSnapshot snapshot;
   if (absl::Status s = gpu_->Download(&snapshot.counters, metadata_.get() + layout_.counters_offset,

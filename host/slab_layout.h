@@ -20,6 +20,7 @@ struct SlabLayout {
   uint32_t page_count = 0;
   uint32_t words_per_page = 0;
   uint32_t pool_words = 0;
+  uint32_t shard_count = 1;  // SlabAllocator::ShardsFor(page_count, page_shift)
   uint64_t states_offset = 0, bits_offset = 0, pool_offset = 0, hints_offset = 0,
            counters_offset = 0, runs_offset = 0, metadata_bytes = 0;
 

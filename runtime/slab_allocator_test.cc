@@ -34,31 +34,33 @@ void SchedulePoint(int where) {
 namespace grosr {
 namespace {
 
-// Owns an arena and zeroed metadata for `pages` pages of 2^shift bytes.
+// Owns an arena and zeroed metadata for `pages` pages of 2^shift bytes,
+// with `shards` hints per class (64 unless said: tests of a few pages still
+// give each shard a hint of its own).
 class HostSlab {
  public:
-  HostSlab(uint32_t pages, uint32_t shift)
+  HostSlab(uint32_t pages, uint32_t shift, uint32_t shards = 64)
       : arena_(new uint8_t[(uint64_t{pages} << shift) + 16]),
         words_per_page_(SlabAllocator::WordsPerPage(shift)),
         states_(pages, 0),
         bits_(uint64_t{pages} * words_per_page_, 0),
         pool_(SlabAllocator::PoolWords(pages), 0),
-        hints_(SlabAllocator::kMaxClasses * SlabAllocator::kShards, 0),
+        hints_(SlabAllocator::kMaxClasses * shards, 0),
         runs_(pages, 0) {
     // 16-byte aligned base, as cuMemAlloc gives.
     uint8_t* base = arena_.get();
     base += (16 - reinterpret_cast<uintptr_t>(base) % 16) % 16;
     a_ = SlabAllocator{base, states_.data(), bits_.data(), pool_.data(), hints_.data(),
                        &counters_, runs_.data(), pages, shift, words_per_page_,
-                       SlabAllocator::PoolWords(pages)};
+                       SlabAllocator::PoolWords(pages), shards};
     a_.Initialize();
   }
   const SlabAllocator& allocator() const { return a_; }
   uint64_t hint(uint32_t cls, uint32_t shard) const {
-    return hints_[cls * SlabAllocator::kShards + shard % SlabAllocator::kShards];
+    return *a_.HintOf(cls, shard);
   }
   void set_hint(uint32_t cls, uint32_t shard, uint64_t value) {
-    hints_[cls * SlabAllocator::kShards + shard % SlabAllocator::kShards] = value;
+    *a_.HintOf(cls, shard) = value;
   }
   const SlabCounters& counters() const { return counters_; }
   uint8_t* base() const { return a_.arena; }
@@ -189,6 +191,53 @@ TEST(SlabAllocatorTest, ExhaustionReturnsNullAndFreedMemoryIsUsableAgain) {
   EXPECT_GE(small.size(), 7u * 256u) << "all but the 1 KiB hint page reusable";
   for (void* p : small) ASSERT_EQ(a.Free(p), SlabAllocator::kFreeOk);
   EXPECT_EQ(slab.PagesHeld(), 0u);
+}
+
+// With the pool empty, a caller whose shard's hint page is full takes what
+// other shards' hint pages of its class still hold: a short batch only when
+// no hint page of the class has room, each missing block counted.
+TEST(SlabAllocatorTest, WithThePoolEmptyOtherShardsHintPagesServe) {
+  HostSlab slab(2, 12);  // 2 pages of 4 KiB: 4 blocks of 1 KiB each
+  const SlabAllocator& a = slab.allocator();
+  std::vector<void*> blocks;
+  blocks.push_back(a.Allocate(1024, 0, 0));  // shard 0's hint page: 3 left
+  blocks.push_back(a.Allocate(1024, 1, 0));  // shard 1's: 3 left, pool empty
+  ASSERT_NE(blocks[0], nullptr);
+  ASSERT_NE(blocks[1], nullptr);
+  ASSERT_NE(slab.hint(a.ClassFor(1024), 0), slab.hint(a.ClassFor(1024), 1));
+  void* got[8];
+  ASSERT_EQ(a.AllocateBatch(1024, 8, 0, 0, got), 6u) << "3 from shard 0's page, 3 from shard 1's";
+  EXPECT_EQ(slab.counters().failed, 2u);
+  blocks.insert(blocks.end(), got, got + 6);
+  EXPECT_EQ(a.Allocate(1024, 1, 0), nullptr) << "every hint page full";
+  EXPECT_EQ(slab.counters().failed, 3u);
+  std::vector<void*> sorted = blocks;
+  std::sort(sorted.begin(), sorted.end());
+  EXPECT_EQ(std::adjacent_find(sorted.begin(), sorted.end()), sorted.end()) << "a block twice";
+  for (void* p : blocks) ASSERT_EQ(a.Free(p), SlabAllocator::kFreeOk);
+  EXPECT_EQ(slab.PagesHeld(), 0u);
+}
+
+// Shards per arena: hint pages of every class in every shard at most an
+// eighth of the pages, a power of two from 1 to kMaxShards.
+TEST(SlabAllocatorTest, ShardsKeepHintPagesWithinAnEighthOfTheArena) {
+  EXPECT_EQ(SlabAllocator::ShardsFor(131072, 16), 1024u);  // 8 GiB of 64 KiB pages
+  EXPECT_EQ(SlabAllocator::ShardsFor(65536, 16), 512u);    // 4 GiB
+  EXPECT_EQ(SlabAllocator::ShardsFor(4096, 16), 32u);      // 256 MiB
+  EXPECT_EQ(SlabAllocator::ShardsFor(1u << 31, 16), SlabAllocator::kMaxShards);
+  for (uint32_t pages : {1u, 2u, 95u, 96u, 191u, 192u, 1000u, 12345u, 100000u}) {
+    for (uint32_t shift : {12u, 16u, 20u}) {
+      const uint32_t shards = SlabAllocator::ShardsFor(pages, shift);
+      EXPECT_EQ(shards & (shards - 1), 0u) << pages << " pages";
+      EXPECT_GE(shards, 1u);
+      if (shards > 1) {
+        EXPECT_LE(uint64_t{shards} * (shift - 4) * 8, pages) << pages << " pages";
+      }
+      if (shards < SlabAllocator::kMaxShards) {
+        EXPECT_GT(uint64_t{2 * shards} * (shift - 4) * 8, pages) << "not the most: " << pages;
+      }
+    }
+  }
 }
 
 // A batch takes many blocks with one reservation: all distinct, aligned,

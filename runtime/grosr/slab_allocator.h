@@ -59,7 +59,10 @@
 //   4. Pages stay in their class only while they hold blocks or are hints:
 //      memory freed in one class is reusable by any class once its page
 //      empties. Fragmentation is bounded by one partly used page per class
-//      per shard plus pages kept alive by their last live block.
+//      per shard (ShardsFor: an eighth of the arena at most) plus pages
+//      kept alive by their last live block. Hint pages are not stranded:
+//      with the pool empty, a caller takes what every shard's hint page of
+//      its class has left before it comes back short.
 //
 // What callers must guarantee: Initialize ran (single-threaded, host) over
 // zeroed metadata; a pointer passed to Free came from Allocate and is freed
@@ -103,11 +106,14 @@ struct SlabCounters {
 struct SlabAllocator {
   static constexpr uint32_t kMinBlock = 16;
   static constexpr uint32_t kMaxClasses = 16;
-  // Hint pages per class. Each shard's hint is where its callers contend:
-  // with 8, a full H200 (32,768 warps) put ~4,000 warps on each hint and
-  // allocation of 1 KiB blocks ran at 33 M/s; the price of more is one
-  // partly used page per class per shard (bounded fragmentation, below).
-  static constexpr uint32_t kShards = 64;
+  // Hint pages per class, at most. Each shard's hint is where its callers
+  // contend, and one caller at a time replaces a full one: at 1 KiB a page
+  // serves two warps' batches, so a full H200 (32,768 warps) waited on
+  // 32,768 / (2 * shards) replacements in series per shard -- 1 KiB blocks
+  // at 33 M/s with 8 shards, 360 M/s with 64, 4.4 G/s with 1,024 (H200,
+  // 8 GiB pool). The price is one partly used page per class per shard:
+  // ShardsFor keeps that within an eighth of the arena.
+  static constexpr uint32_t kMaxShards = 1024;
   static constexpr uint32_t kFreePage = 0;
   static constexpr uint32_t kLargeHead = 0xfe;
   static constexpr uint32_t kLargeTail = 0xff;
@@ -127,13 +133,14 @@ struct SlabAllocator {
   uint64_t* page_state;     // [page_count]
   uint64_t* page_bits;      // [page_count * words_per_page]
   uint64_t* pool;           // [pool_words], 1 = free page
-  uint64_t* hints;          // [kMaxClasses * kShards]
+  uint64_t* hints;          // [kMaxClasses * shard_count]
   SlabCounters* counters;
   uint32_t* run_pages;      // [page_count]: a run's length, at its head
   uint32_t page_count;
   uint32_t page_shift;      // log2(page bytes), 12..24
   uint32_t words_per_page;  // bitmap words per page: blocks of 16 B / 64
   uint32_t pool_words;      // ceil(page_count / 64)
+  uint32_t shard_count;     // hints per class: a power of two, 1 .. kMaxShards
 
   // --- sizes ---------------------------------------------------------------
   GROSR_HD uint64_t page_bytes() const { return uint64_t{1} << page_shift; }
@@ -159,6 +166,19 @@ struct SlabAllocator {
     return static_cast<uint32_t>((uint64_t{1} << page_shift) / kMinBlock / 64);
   }
   static GROSR_HD uint32_t PoolWords(uint32_t page_count) { return (page_count + 63) / 64; }
+  // Shards for an arena: the most (a power of two, up to kMaxShards) whose
+  // hint pages, one per class per shard, fill at most an eighth of the
+  // pages (8 GiB of 64 KiB pages: 1,024; 4 GiB: 512; 256 MiB: 32), at
+  // least one.
+  static GROSR_HD uint32_t ShardsFor(uint32_t page_count, uint32_t page_shift) {
+    const uint64_t limit = page_count / (8 * uint64_t{page_shift - 4});
+    uint32_t shards = 1;
+    while (shards < kMaxShards && 2 * uint64_t{shards} <= limit) shards *= 2;
+    return shards;
+  }
+  GROSR_HD uint64_t* HintOf(uint32_t cls, uint32_t shard) const {
+    return &hints[cls * shard_count + (shard & (shard_count - 1))];
+  }
 
   // Single-threaded, over zeroed metadata: every page free.
   GROSR_HD void Initialize() const {
@@ -217,7 +237,7 @@ struct SlabAllocator {
       if (!TakePoolPages(1, salt + shard * 7919u + got, &page)) break;
       got += TakeWholePage(page, cls, out + got);
     }
-    DeviceAtomic64 hint(hints[cls * kShards + shard % kShards]);
+    DeviceAtomic64 hint(*HintOf(cls, shard));
     // No attempt limit: a short batch only when the pool is empty and the
     // hint did not move (a bounded loop returned null under a full grid's
     // contention while pages were free). Each failed round means another
@@ -258,7 +278,8 @@ struct SlabAllocator {
         // hint moved meanwhile, when its page may have room.
         uint64_t expected = claimed;
         if (!hint.compare_exchange_strong(expected, named, kAcqRel, kAcquire)) continue;
-        DeviceAtomic64(counters->failed).fetch_add(want - got, kRelaxed);
+        got += TakeFromEveryHint(cls, want - got, out + got);
+        if (got < want) DeviceAtomic64(counters->failed).fetch_add(want - got, kRelaxed);
         return got;
       }
       const uint32_t generation = MarkHintPage(fresh, cls);
@@ -471,6 +492,23 @@ struct SlabAllocator {
   // hold, and sets that many bits, as many per fetch_or as a word has
   // clear. Writes the blocks to out[]; returns how many (0: page full or no
   // longer that page).
+  // The pool is empty: blocks left on the class's hint pages of every
+  // shard, so that a shard whose page filled does not go short while
+  // another's has room. Each hint read once (a page replaced meanwhile is
+  // missed: the pool was empty, so its replacement came from a free).
+  GROSR_HD uint32_t TakeFromEveryHint(uint32_t cls, uint32_t want, void** out) const {
+    uint32_t got = 0;
+    for (uint32_t shard = 0; shard < shard_count && got < want; ++shard) {
+      const uint64_t named = DeviceAtomic64(*HintOf(cls, shard)).load(kAcquire) & ~kReplacing;
+      if (named == 0) continue;
+      const uint32_t page = static_cast<uint32_t>(named - 1);
+      const uint64_t seen = DeviceAtomic64(page_state[page]).load(kAcquire);
+      if (ClassOf(seen) != cls) continue;
+      got += TakeBlocks(page, cls, GenerationOf(seen), want - got, out + got);
+    }
+    return got;
+  }
+
   GROSR_HD uint32_t TakeBlocks(uint32_t page, uint32_t cls, uint32_t generation, uint32_t want,
                                void** out) const {
     DeviceAtomic64 state(page_state[page]);
