@@ -4,6 +4,7 @@
 //
 //   bazel run -c opt //bench:alloc -- --json $PWD/bench/alloc-results.json
 //   bazel run -c opt //bench:alloc -- --quick     # smoke test, a few seconds
+//   alloc --threads 1048576 --sizes 16 --no-baselines  # one row (e.g. under ncu)
 //
 // Workload (issue 5, the shape published allocators report): N threads
 // (65,536; every resident thread of the GPU; 1,048,576) each allocate S
@@ -729,6 +730,16 @@ bool ParseFlags(int argc, char** argv, Config* cfg, bool* child, uint32_t* child
       if (!next(&cfg->deadline_s) || cfg->deadline_s <= 0) return false;
     } else if (a == "--row-budget-s") {
       if (!next(&cfg->row_budget_s) || cfg->row_budget_s < 0) return false;
+    } else if (a == "--threads" || a == "--sizes") {
+      std::string list;
+      if (!next(&list)) return false;
+      std::vector<uint32_t>& into = a == "--threads" ? cfg->threads : cfg->sizes;
+      into.clear();
+      for (absl::string_view item : absl::StrSplit(list, ',')) {
+        uint32_t v = 0;
+        if (!absl::SimpleAtoi(item, &v) || v == 0) return false;
+        into.push_back(v);
+      }
     } else if (a == "--pool-gib") {
       if (!next(&pool_gib) || pool_gib <= 0) return false;
       cfg->pool_bytes = static_cast<uint64_t>(pool_gib * double(kGiB));
@@ -753,7 +764,8 @@ int Main(int argc, char** argv) {
   uint32_t child_n = 0, child_bytes = 0;
   if (!ParseFlags(argc, argv, &cfg, &child, &child_n, &child_bytes)) {
     std::fprintf(stderr,
-                 "usage: alloc [--json FILE] [--quick] [--rounds R] [--pool-gib G] "
+                 "usage: alloc [--json FILE] [--quick] [--threads N,..] [--sizes S,..] "
+                 "[--rounds R] [--pool-gib G] "
                  "[--deadline-s S] [--row-budget-s S] [--no-baselines]\n");
     return 2;
   }
@@ -799,11 +811,17 @@ int Main(int argc, char** argv) {
                                       info.resident_threads, " threads resident at once"));
   }
 
-  cfg.threads = cfg.quick ? std::vector<uint32_t>{65536}
-                          : std::vector<uint32_t>{65536, info.resident_threads, 1048576};
+  // --threads / --sizes replace the workload's rows (and so the churn's
+  // thread counts).
+  if (cfg.threads.empty()) {
+    cfg.threads = cfg.quick ? std::vector<uint32_t>{65536}
+                            : std::vector<uint32_t>{65536, info.resident_threads, 1048576};
+  }
   std::sort(cfg.threads.begin(), cfg.threads.end());
   cfg.threads.erase(std::unique(cfg.threads.begin(), cfg.threads.end()), cfg.threads.end());
-  cfg.sizes = cfg.quick ? std::vector<uint32_t>{64} : std::vector<uint32_t>{16, 64, 256, 1024, 4096};
+  if (cfg.sizes.empty()) {
+    cfg.sizes = cfg.quick ? std::vector<uint32_t>{64} : std::vector<uint32_t>{16, 64, 256, 1024, 4096};
+  }
   const uint32_t max_n = cfg.threads.back();
 
   // The pool: 8 GiB, or what fits with 1 GiB to spare.
