@@ -218,6 +218,31 @@ TEST(SlabAllocatorTest, WithThePoolEmptyOtherShardsHintPagesServe) {
   EXPECT_EQ(slab.PagesHeld(), 0u);
 }
 
+// The bit helpers of the bitmap search against a bit-by-bit reference:
+// LowestBits keeps the n lowest set bits, NthSetBit finds set bit number n.
+TEST(SlabAllocatorTest, LowestBitsAndNthSetBitMatchABitByBitReference) {
+  std::mt19937_64 random(7);
+  for (int trial = 0; trial < 2000; ++trial) {
+    uint64_t bits = random();
+    if (trial % 4 == 1) bits &= random();  // sparser
+    if (trial % 4 == 2) bits |= random();  // denser
+    if (trial == 0) bits = 0;
+    if (trial == 3) bits = ~uint64_t{0};
+    std::vector<uint32_t> positions;
+    for (uint32_t i = 0; i < 64; ++i) {
+      if ((bits >> i) & 1) positions.push_back(i);
+    }
+    for (uint32_t n = 0; n <= 65; ++n) {
+      uint64_t lowest = 0;
+      for (uint32_t k = 0; k < n && k < positions.size(); ++k) lowest |= uint64_t{1} << positions[k];
+      ASSERT_EQ(SlabAllocator::LowestBits(bits, n), lowest) << std::hex << bits << " n " << std::dec << n;
+      if (n < positions.size()) {
+        ASSERT_EQ(SlabAllocator::NthSetBit(bits, n), positions[n]) << std::hex << bits << " n " << n;
+      }
+    }
+  }
+}
+
 // Shards per arena: hint pages of every class in every shard at most an
 // eighth of the pages, a power of two from 1 to kMaxShards.
 TEST(SlabAllocatorTest, ShardsKeepHintPagesWithinAnEighthOfTheArena) {

@@ -125,6 +125,7 @@ struct SlabAllocator {
   // (backing off from 128 ns to 1 us: ~35 us in all; a replacement takes a
   // few microseconds).
   static constexpr uint32_t kReplacementWaits = 36;
+  static constexpr uint32_t kNotScanning = ~0u;
   // Reasons recorded for a rejected free.
   enum : uint32_t { kFreeOk = 0, kFreeForeign = 1, kFreeMisaligned = 2, kFreeDouble = 3 };
 
@@ -214,17 +215,45 @@ struct SlabAllocator {
   // run of pages each.
   GROSR_HD uint32_t AllocateBatch(uint64_t bytes, uint32_t want, uint32_t shard, uint32_t salt,
                                   void** out) const {
+    BlockPointers sink{out};
+    return AllocateBatchInto(bytes, want, shard, salt, sink);
+  }
+
+  // Where a batch's blocks go, a bitmap word's worth at a time: Add(first,
+  // bits, block_bytes) hands over the blocks first + i * block_bytes for
+  // each set bit i of bits; AddPointer one block. BlockPointers writes a
+  // pointer per block; AllocateCoalesced keeps the first words in
+  // registers (BlockRuns), where a pointer per block lived in local memory
+  // (a full H200 allocating 16 B blocks: 39% of its memory requests were
+  // local spills, ncu, this session).
+  struct BlockPointers {
+    void** out;
+    uint32_t n = 0;
+    GROSR_HD GROSR_INLINE void Add(uint8_t* first, uint64_t bits, uint64_t block_bytes) {
+      while (bits != 0) {
+        const uint64_t bit = bits & (~bits + 1);
+        bits ^= bit;
+        out[n++] = first + Log2(bit) * block_bytes;
+      }
+    }
+    GROSR_HD GROSR_INLINE void AddPointer(void* block) { out[n++] = block; }
+  };
+
+  template <typename Sink>
+  GROSR_HD uint32_t AllocateBatchInto(uint64_t bytes, uint32_t want, uint32_t shard, uint32_t salt,
+                                      Sink& sink) const {
     if (bytes == 0) bytes = 1;
     const uint32_t cls = ClassFor(bytes);
     uint32_t got = 0;
     if (cls == 0) {
       for (; got < want; ++got) {
-        out[got] = AllocatePages(bytes, salt + got);
-        if (out[got] == nullptr) {
+        void* run = AllocatePages(bytes, salt + got);
+        if (run == nullptr) {
           // AllocatePages counted this one; the rest are missing too.
           if (want - got > 1) DeviceAtomic64(counters->failed).fetch_add(want - got - 1, kRelaxed);
           break;
         }
+        sink.AddPointer(run);
       }
       return got;
     }
@@ -235,25 +264,38 @@ struct SlabAllocator {
     while (want - got >= capacity) {
       uint32_t page;
       if (!TakePoolPages(1, salt + shard * 7919u + got, &page)) break;
-      got += TakeWholePage(page, cls, out + got);
+      got += TakeWholePage(page, cls, sink);
     }
     DeviceAtomic64 hint(*HintOf(cls, shard));
     // No attempt limit: a short batch only when the pool is empty and the
     // hint did not move (a bounded loop returned null under a full grid's
     // contention while pages were free). Each failed round means another
     // thread took blocks or replaced the hint: lock-free, not wait-free.
+    // One call site of TakeBlocks (inlined: a second copy made the churn
+    // kernel spill more and run 25-40% slower, A/B this session): the page
+    // to take from is the hint's, or, once the pool ran dry, each hint page
+    // of the class with room in turn (NextHintWithRoom; `scan` is the next
+    // shard to look at, kNotScanning before).
     uint32_t waits = 0;
+    uint32_t scan = kNotScanning;
+    uint64_t borrowed = 0;  // page + 1
     while (got < want) {
       const uint64_t h = hint.load(kAcquire);
       const uint64_t named = h & ~kReplacing;
-      if (named != 0) {
-        const uint32_t page = static_cast<uint32_t>(named - 1);
+      const uint64_t target = scan == kNotScanning ? named : borrowed;
+      if (target != 0) {
+        const uint32_t page = static_cast<uint32_t>(target - 1);
         const uint64_t seen = DeviceAtomic64(page_state[page]).load(kAcquire);
         // Not in the class: the hint moved on and the page was reused.
         if (ClassOf(seen) == cls) {
-          got += TakeBlocks(page, cls, GenerationOf(seen), want - got, out + got);
+          got += TakeBlocks(page, cls, GenerationOf(seen), want - got, sink);
           if (got == want) break;
         }
+      }
+      if (scan != kNotScanning) {
+        borrowed = NextHintWithRoom(cls, &scan);
+        if (borrowed == 0) break;  // no room anywhere: short
+        continue;
       }
       // The hint page is full (or gone). If another thread replaced the
       // hint meanwhile, try its page.
@@ -274,15 +316,17 @@ struct SlabAllocator {
       GROSR_SLAB_SCHEDULE_POINT(1);  // a claimant stalls: others take over
       uint32_t fresh;
       if (!TakePoolPages(1, salt + shard * 7919u, &fresh)) {
-        // No page: withdraw the claim and come back short -- unless the
-        // hint moved meanwhile, when its page may have room.
+        // No page: withdraw the claim -- unless the hint moved meanwhile,
+        // when its page may have room -- and take what other shards' hint
+        // pages hold, or come back short.
         uint64_t expected = claimed;
         if (!hint.compare_exchange_strong(expected, named, kAcqRel, kAcquire)) continue;
-        got += TakeFromEveryHint(cls, want - got, out + got);
-        if (got < want) DeviceAtomic64(counters->failed).fetch_add(want - got, kRelaxed);
-        return got;
+        scan = 0;
+        borrowed = NextHintWithRoom(cls, &scan);
+        if (borrowed == 0) break;
+        continue;
       }
-      const uint32_t generation = MarkHintPage(fresh, cls);
+      MarkHintPage(fresh, cls);
       GROSR_SLAB_SCHEDULE_POINT(2);
       uint64_t expected = claimed;
       if (!hint.compare_exchange_strong(expected, uint64_t{fresh} + 1, kAcqRel, kAcquire)) {
@@ -294,12 +338,40 @@ struct SlabAllocator {
       GROSR_SLAB_SCHEDULE_POINT(3);
       // The hint no longer names the old page: it may be retired now.
       if (named != 0) UnmarkHintPage(static_cast<uint32_t>(named - 1));
-      got += TakeBlocks(fresh, cls, generation, want - got, out + got);
+      // The next round takes from the fresh page through the hint.
     }
+    if (got < want) DeviceAtomic64(counters->failed).fetch_add(want - got, kRelaxed);
     return got;
   }
 
 #if defined(__CUDACC__) || defined(__CUDACC_RTC__)
+  // A batch's blocks as a warp's leader holds them for AllocateCoalesced:
+  // the first two bitmap words' worth in registers (a batch of 32 blocks up
+  // to 1 KiB, from one page, takes one or two), what follows as pointers.
+  // Plain fields, not arrays: an array indexed by a count lives in local
+  // memory.
+  struct BlockRuns {
+    void** overflow;  // [32]
+    uint8_t* first0 = nullptr;
+    uint8_t* first1 = nullptr;
+    uint64_t bits0 = 0, bits1 = 0;
+    uint32_t spilled = 0;
+    __device__ GROSR_INLINE void Add(uint8_t* first, uint64_t bits, uint64_t block_bytes) {
+      if (bits0 == 0) {
+        first0 = first;
+        bits0 = bits;
+      } else if (bits1 == 0) {
+        first1 = first;
+        bits1 = bits;
+      } else {
+        BlockPointers more{overflow + spilled};
+        more.Add(first, bits, block_bytes);
+        spilled += more.n;
+      }
+    }
+    __device__ GROSR_INLINE void AddPointer(void* block) { overflow[spilled++] = block; }
+  };
+
   // Every calling lane gets its own block of its own size (or null when the
   // arena is full). Lanes that call together and need the same size class
   // share one AllocateBatch made by the lowest of them, so a warp of 32
@@ -311,19 +383,41 @@ struct SlabAllocator {
     const uint32_t cls = ClassFor(bytes == 0 ? 1 : bytes);
     const unsigned peers = __match_any_sync(active, cls);
     const unsigned n = __popc(peers);
-    if (cls == 0 || n == 1) return Allocate(bytes, shard, lane);
+    // Runs of pages: each lane its own size. (Through AllocateBatch, the
+    // kernel would hold a second copy of the whole path.)
+    if (cls == 0) return AllocatePages(bytes, shard * 32 + lane);
     const unsigned leader = __ffs(peers) - 1;
     const unsigned rank = __popc(peers & ((1u << lane) - 1u));
-    void* blocks[32];
+    const uint64_t block_bytes = BlockBytes(cls);
+    void* overflow[32];
+    BlockRuns runs{overflow};
     uint32_t got = 0;
     // Any peer's size serves: they share the class.
-    if (lane == leader) got = AllocateBatch(BlockBytes(cls), n, shard, shard * 32 + lane, blocks);
+    if (lane == leader) got = AllocateBatchInto(block_bytes, n, shard, shard * 32 + lane, runs);
     got = __shfl_sync(peers, got, leader);
+    // Peer `rank` takes the rank-th block: in the first run's bits, the
+    // second's, then the overflow's pointers.
     void* mine = nullptr;
-    for (uint32_t i = 0; i < got; ++i) {
-      const uint64_t block =
-          __shfl_sync(peers, reinterpret_cast<uint64_t>(lane == leader ? blocks[i] : nullptr), leader);
-      if (rank == i) mine = reinterpret_cast<void*>(block);
+    uint32_t r = rank < got ? rank : 64;
+    const uint64_t bits0 = __shfl_sync(peers, runs.bits0, leader);
+    const uint64_t first0 = __shfl_sync(peers, reinterpret_cast<uint64_t>(runs.first0), leader);
+    const uint32_t count0 = PopCount(bits0);
+    if (r < count0) {
+      mine = reinterpret_cast<uint8_t*>(first0) + NthSetBit(bits0, r) * block_bytes;
+    }
+    r -= count0;  // wraps for the lanes served: no later test matches
+    const uint64_t bits1 = __shfl_sync(peers, runs.bits1, leader);
+    const uint64_t first1 = __shfl_sync(peers, reinterpret_cast<uint64_t>(runs.first1), leader);
+    const uint32_t count1 = PopCount(bits1);
+    if (r < count1) {
+      mine = reinterpret_cast<uint8_t*>(first1) + NthSetBit(bits1, r) * block_bytes;
+    }
+    r -= count1;
+    const uint32_t spilled = __shfl_sync(peers, runs.spilled, leader);
+    for (uint32_t i = 0; i < spilled; ++i) {
+      const uint64_t block = __shfl_sync(
+          peers, reinterpret_cast<uint64_t>(lane == leader ? overflow[i] : nullptr), leader);
+      if (r == i) mine = reinterpret_cast<void*>(block);
     }
     // The shuffles order nothing: this makes the leader's acquire of the
     // blocks (previous owners' writes) hold for every lane that uses one.
@@ -456,13 +550,25 @@ struct SlabAllocator {
 
   // The lowest `n` set bits of `bits` (all of them if it has fewer).
   GROSR_HD static uint64_t LowestBits(uint64_t bits, uint32_t n) {
-    uint64_t taken = 0;
-    for (uint32_t k = 0; k < n && bits != 0; ++k) {
-      const uint64_t bit = bits & (~bits + 1);
-      taken |= bit;
-      bits ^= bit;
+    if (n >= PopCount(bits)) return bits;
+    return bits & ((uint64_t{1} << NthSetBit(bits, n)) - 1);  // n < 64 here
+  }
+
+  // The position of bit number n (0-based, from the lowest) among the set
+  // bits; n < PopCount(bits). A binary search by population count: six
+  // steps, the same code on the GPU and in the CPU tests.
+  GROSR_HD static uint32_t NthSetBit(uint64_t bits, uint32_t n) {
+    uint32_t position = 0;
+    GROSR_UNROLL
+    for (uint32_t width = 32; width > 0; width >>= 1) {
+      const uint32_t below = PopCount(bits & ((uint64_t{1} << width) - 1));
+      if (n >= below) {
+        n -= below;
+        bits >>= width;
+        position += width;
+      }
     }
-    return taken;
+    return position;
   }
 
   GROSR_HD static uint32_t PopCount(uint64_t bits) {
@@ -490,27 +596,11 @@ struct SlabAllocator {
   // Reserves up to `want` blocks on `page` (class `cls`, generation
   // `generation`) with one fetch_add, gives back what the page could not
   // hold, and sets that many bits, as many per fetch_or as a word has
-  // clear. Writes the blocks to out[]; returns how many (0: page full or no
-  // longer that page).
-  // The pool is empty: blocks left on the class's hint pages of every
-  // shard, so that a shard whose page filled does not go short while
-  // another's has room. Each hint read once (a page replaced meanwhile is
-  // missed: the pool was empty, so its replacement came from a free).
-  GROSR_HD uint32_t TakeFromEveryHint(uint32_t cls, uint32_t want, void** out) const {
-    uint32_t got = 0;
-    for (uint32_t shard = 0; shard < shard_count && got < want; ++shard) {
-      const uint64_t named = DeviceAtomic64(*HintOf(cls, shard)).load(kAcquire) & ~kReplacing;
-      if (named == 0) continue;
-      const uint32_t page = static_cast<uint32_t>(named - 1);
-      const uint64_t seen = DeviceAtomic64(page_state[page]).load(kAcquire);
-      if (ClassOf(seen) != cls) continue;
-      got += TakeBlocks(page, cls, GenerationOf(seen), want - got, out + got);
-    }
-    return got;
-  }
-
+  // clear. Hands the blocks to sink (BlockPointers, BlockRuns); returns how
+  // many (0: page full or no longer that page).
+  template <typename Sink>
   GROSR_HD uint32_t TakeBlocks(uint32_t page, uint32_t cls, uint32_t generation, uint32_t want,
-                               void** out) const {
+                               Sink& sink) const {
     DeviceAtomic64 state(page_state[page]);
     const uint64_t before = state.fetch_add(want, kAcqRel);
     const uint32_t capacity = BlocksPerPage(cls);
@@ -529,6 +619,7 @@ struct SlabAllocator {
     const uint32_t words = (capacity + 63) / 64;
     uint64_t* bits = page_bits + uint64_t{page} * words_per_page;
     uint8_t* const base = arena + (uint64_t{page} << page_shift);
+    const uint64_t block_bytes = BlockBytes(cls);
     uint32_t got = 0;
     // Where to look first: this reservation's place in the page's count.
     // Callers that reserve one after another (a page filling up, as every
@@ -552,11 +643,10 @@ struct SlabAllocator {
         const uint32_t taken = PopCount(take);
         if (taken < granted - got) take |= LowestBits(free_bits & ~preferred, granted - got - taken);
         const uint64_t prior = word.fetch_or(take, kAcqRel);
-        uint64_t won = take & ~prior;  // bits set by us, not by a racer
-        while (won != 0) {
-          const uint64_t bit = won & (~won + 1);
-          won ^= bit;
-          out[got++] = base + (uint64_t{w} * 64 + Log2(bit)) * BlockBytes(cls);
+        const uint64_t won = take & ~prior;  // bits set by us, not by a racer
+        if (won != 0) {
+          sink.Add(base + uint64_t{w} * 64 * block_bytes, won, block_bytes);
+          got += PopCount(won);
         }
         value = prior | take;
       }
@@ -612,13 +702,13 @@ struct SlabAllocator {
   // page's blocks, so at most 64): its class, every block live, every bit
   // set (fetch_or: a stale double free racing with this is refused, not
   // overwritten). Writes the blocks to out[]; returns how many.
-  GROSR_HD uint32_t TakeWholePage(uint32_t page, uint32_t cls, void** out) const {
+  template <typename Sink>
+  GROSR_HD uint32_t TakeWholePage(uint32_t page, uint32_t cls, Sink& sink) const {
     const uint32_t capacity = BlocksPerPage(cls);
     DeviceAtomic64(page_state[page]).fetch_add((uint64_t{cls} << 32) + capacity, kAcqRel);
     const uint64_t all = capacity >= 64 ? ~uint64_t{0} : ((uint64_t{1} << capacity) - 1);
     DeviceAtomic64(page_bits[uint64_t{page} * words_per_page]).fetch_or(all, kAcqRel);
-    uint8_t* const base = arena + (uint64_t{page} << page_shift);
-    for (uint32_t i = 0; i < capacity; ++i) out[i] = base + uint64_t{i} * BlockBytes(cls);
+    sink.Add(arena + (uint64_t{page} << page_shift), all, BlockBytes(cls));
     return capacity;
   }
 
@@ -635,6 +725,24 @@ struct SlabAllocator {
 #else
     return static_cast<uint32_t>(__builtin_ctzll(power_of_two));
 #endif
+  }
+
+  // With the pool empty, a caller takes what the class's hint pages of
+  // every shard hold, so that a shard whose page filled does not go short
+  // while another's has room: this is the next one from shard *scan on
+  // with room, as page + 1 (0: none left). Each hint looked at once (a page
+  // replaced meanwhile is missed: the pool was empty, so its replacement
+  // came from a free). Relaxed loads: TakeBlocks' read-modify-write of the
+  // state word decides, as on the hint path.
+  GROSR_HD uint64_t NextHintWithRoom(uint32_t cls, uint32_t* scan) const {
+    const uint32_t capacity = BlocksPerPage(cls);
+    while (*scan < shard_count) {
+      const uint64_t named = DeviceAtomic64(*HintOf(cls, (*scan)++)).load(kRelaxed) & ~kReplacing;
+      if (named == 0) continue;
+      const uint64_t seen = DeviceAtomic64(page_state[named - 1]).load(kRelaxed);
+      if (ClassOf(seen) == cls && LiveOf(seen) < capacity) return named;
+    }
+    return 0;
   }
 
   // Takes `count` (1..64) consecutive free pages from one pool word.
