@@ -1063,7 +1063,9 @@ void Runtime::WriteRing(const TaskDescriptor& descriptor) {
   const uint64_t position = ring_tail_.load(std::memory_order_relaxed);
   ring_tail_.store(position + 1, std::memory_order_relaxed);
   // The control warp takes it once every word of it is there
-  // (SubmissionRing): no sequence word, no order among the stores.
+  // (SubmissionRing): no sequence word to publish it. Each word is stored
+  // with release, so what this thread wrote before (pinned data a task
+  // will read) is visible to the task.
   ring_.Write(position, descriptor);
 }
 

@@ -111,6 +111,9 @@ __device__ __noinline__ void ReserveRegisterBudget(uint32_t* sink) {
 // read with acquire before the descriptor, a round was two round trips in
 // series (three for 64 a round), which bounded host-submitted tasks (6.5 M/s
 // with 32 a round, 9.0 M/s with 64; runs L and N) and the ping-pong.
+// The price: an idle round reads 32 whole slots (4 KiB of pinned memory),
+// not 32 sequence words (256 B), so an idle runtime keeps the PCIe link
+// busier (not yet measured against a concurrent host copy).
 __device__ uint32_t IngestSubmissions(const SchedulerState& s, uint64_t* taken) {
   const unsigned lane = Lane();
   TaskDescriptor item;

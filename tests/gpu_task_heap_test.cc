@@ -227,9 +227,10 @@ TEST(GpuTaskHeap, ExhaustedHeapReturnsNullAndRecovers) {
   const FillArgs args{1024, most, DevicePointer<uint64_t>(slots), DevicePointer<uint32_t>(count)};
   uint32_t first = 0;
   for (int round = 0; round < 2; ++round) {
-    // An emptied page that is another shard's hint stays with its class
-    // (fragmentation bound: one page per class per shard); a later round on
-    // another warp's shard cannot use it.
+    // An emptied page that a hint names stays with its class (fragmentation
+    // bound: one page per class per shard); with the pool empty a later
+    // round takes what any shard's hint page holds. (A 1 MiB heap has one
+    // shard: SlabAllocator::ShardsFor.)
     const uint64_t held = Heap(*runtime).pages_in_use;
     EXPECT_LE(held, 8u) << "at most one empty hint page per shard";
     absl::StatusOr<TaskHandle> filled = runtime->Submit(fill, args);

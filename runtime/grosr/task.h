@@ -87,6 +87,8 @@
                 "arguments of task " #name " must be trivially copyable");   \
   static __device__ void grosr_task_body_##name(::grosr::TaskContext& ctx,   \
                                                 const ArgsType& args);        \
+  /* Never inlined into the scheduler: the context fields a task loads    \
+     once per call (LoadInvariant32/64) are rewritten between calls. */   \
   extern "C" __device__ __noinline__ void grosr_task_fn_##name(              \
       ::grosr::TaskContext* ctx, const void* args) {                          \
     ::grosr::RunWithSelfContinuations<ArgsType>(                              \
