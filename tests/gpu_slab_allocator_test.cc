@@ -333,6 +333,47 @@ TEST_F(GpuSlabAllocatorTest, ExhaustionReturnsNullAndFreedMemoryComesBack) {
   ExpectClean(slab, 3u + contended_nulls, 0, 0);
 }
 
+// With the pool empty, an allocation takes what other shards' hint pages
+// hold: no block is stranded on a page another shard's hint names. 768
+// pages give 8 shards (ShardsFor); warps 0..7 (shards 0..7) each take 32
+// blocks of 1 KiB, leaving 32 free on each shard's hint page; then one
+// thread of shard 0 allocates until null: every other block of the arena,
+// including the 7 x 32 on the other shards' pages, then one failure.
+TEST_F(GpuSlabAllocatorTest, ARunDryShardTakesWhatOtherShardsHintPagesHold) {
+  constexpr uint32_t kPages = 768, kBytes = 1024;
+  constexpr uint32_t kShards = 8, kFirst = kShards * 32;
+  constexpr uint32_t kCapacity = kPages * (kPage / kBytes);  // 49,152
+  GPU_ASSIGN(slab, DeviceSlab::Create(gpu(), uint64_t{kPages} * kPage, kPageShift));
+  ASSERT_EQ(slab.layout().shard_count, kShards) << "ShardsFor changed: pick another arena";
+  GPU_ASSIGN(blocks, gpu().Allocate(size_t{kCapacity + 1} * 8));
+  GPU_ASSIGN(codes, gpu().Allocate(size_t{kCapacity + 1} * 4));
+  GPU_ASSIGN(counts, gpu().Allocate(16));  // count, bad, refused
+  const CUdeviceptr count = counts.get(), bad = counts.get() + 4, refused = counts.get() + 8;
+  GPU_OK(slab.Reset());
+  GPU_OK(gpu().Zero(counts.get(), 16));
+  GPU_OK(kernels().SlabAlloc(slab.view(), kFirst, kBytes, 0, blocks.get()));
+  GPU_OK(gpu().Wait("a batch per shard"));
+  {
+    GPU_ASSIGN(state, slab.Snapshot());
+    ASSERT_EQ(state.counters.pages_in_use, kShards) << "one hint page per shard";
+  }
+  const CUdeviceptr rest = blocks.get() + uint64_t{kFirst} * 8;
+  GPU_OK(kernels().SlabAllocUntilNull(slab.view(), kBytes, kCapacity + 1 - kFirst, rest, count));
+  GPU_OK(gpu().Wait("until null"));
+  const uint32_t got = ReadU32(count);
+  EXPECT_EQ(got, kCapacity - kFirst) << "blocks left on other shards' hint pages were not taken";
+  const uint32_t total = kFirst + got;
+  GPU_OK(kernels().Fill(total, blocks.get(), kBytes, 0, 9));
+  GPU_OK(kernels().Verify(total, blocks.get(), kBytes, 0, 9, bad, 0));
+  GPU_OK(gpu().Wait("fill, verify"));
+  EXPECT_EQ(ReadU32(bad), 0u);
+  ExpectDisjoint(slab, Read<uint64_t>(blocks.get(), total), std::vector<uint32_t>(total, kBytes));
+  GPU_OK(kernels().SlabFree(slab.view(), total, blocks.get(), 0, codes.get(), refused));
+  GPU_OK(gpu().Wait("free"));
+  EXPECT_EQ(ReadU32(refused), 0u);
+  ExpectClean(slab, 1, 0, 0);
+}
+
 // --- bad frees from device code ---------------------------------------------------
 
 // Misaligned, foreign and never-allocated pointers are refused with the
