@@ -240,7 +240,10 @@ TEST_P(FullGridTest, EveryThreadAllocatesWritesVerifiesAndFrees) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Sizes, FullGridTest, ::testing::Values(16u, 64u, 256u, 1024u, 4096u, 0u),
+// 8 KiB and up: a warp's batch is whole pages, past the two runs a warp's
+// leader keeps in registers (AllocateCoalesced's BlockRuns overflow).
+INSTANTIATE_TEST_SUITE_P(Sizes, FullGridTest,
+                         ::testing::Values(16u, 64u, 256u, 1024u, 4096u, 8192u, 32768u, 0u),
                          [](const ::testing::TestParamInfo<uint32_t>& info) {
                            return info.param == 0 ? std::string("Mixed")
                                                   : absl::StrCat(info.param, "B");
@@ -335,20 +338,27 @@ TEST_F(GpuSlabAllocatorTest, ExhaustionReturnsNullAndFreedMemoryComesBack) {
 
 // With the pool empty, an allocation takes what other shards' hint pages
 // hold: no block is stranded on a page another shard's hint names. 768
-// pages give 8 shards (ShardsFor); warps 0..7 (shards 0..7) each take 32
-// blocks of 1 KiB, leaving 32 free on each shard's hint page; then one
-// thread of shard 0 allocates until null: every other block of the arena,
-// including the 7 x 32 on the other shards' pages, then one failure.
+// pages give 8 shards (ShardsFor). Warps 0..7 (shards 0..7) each take 32
+// blocks of 1 KiB, leaving 32 free on each shard's hint page; one thread of
+// shard 0 takes all but 16 of what its hint and the pool hold; a warp of
+// shard 0 asking for 32 then gets 16 from its own hint page and 16 from
+// shard 1's (a coalesced batch through the pool-empty path); one thread of
+// shard 0 then takes every block left, and one failure.
 TEST_F(GpuSlabAllocatorTest, ARunDryShardTakesWhatOtherShardsHintPagesHold) {
-  constexpr uint32_t kPages = 768, kBytes = 1024;
+  constexpr uint32_t kPages = 768, kBytes = 1024, kPerPage = kPage / kBytes;
   constexpr uint32_t kShards = 8, kFirst = kShards * 32;
-  constexpr uint32_t kCapacity = kPages * (kPage / kBytes);  // 49,152
+  constexpr uint32_t kCapacity = kPages * kPerPage;                    // 49,152
+  constexpr uint32_t kSecond = 32 + (kPages - kShards) * kPerPage - 16;  // 48,656
+  constexpr uint32_t kThird = 32;
+  constexpr uint32_t kLast = kCapacity - kFirst - kSecond - kThird;    // 208
   GPU_ASSIGN(slab, DeviceSlab::Create(gpu(), uint64_t{kPages} * kPage, kPageShift));
   ASSERT_EQ(slab.layout().shard_count, kShards) << "ShardsFor changed: pick another arena";
   GPU_ASSIGN(blocks, gpu().Allocate(size_t{kCapacity + 1} * 8));
   GPU_ASSIGN(codes, gpu().Allocate(size_t{kCapacity + 1} * 4));
-  GPU_ASSIGN(counts, gpu().Allocate(16));  // count, bad, refused
-  const CUdeviceptr count = counts.get(), bad = counts.get() + 4, refused = counts.get() + 8;
+  GPU_ASSIGN(counts, gpu().Allocate(16));  // count, bad, refused, nulls
+  const CUdeviceptr count = counts.get(), bad = counts.get() + 4, refused = counts.get() + 8,
+                    nulls = counts.get() + 12;
+  auto at = [&](uint32_t i) { return blocks.get() + uint64_t{i} * 8; };
   GPU_OK(slab.Reset());
   GPU_OK(gpu().Zero(counts.get(), 16));
   GPU_OK(kernels().SlabAlloc(slab.view(), kFirst, kBytes, 0, blocks.get()));
@@ -357,18 +367,26 @@ TEST_F(GpuSlabAllocatorTest, ARunDryShardTakesWhatOtherShardsHintPagesHold) {
     GPU_ASSIGN(state, slab.Snapshot());
     ASSERT_EQ(state.counters.pages_in_use, kShards) << "one hint page per shard";
   }
-  const CUdeviceptr rest = blocks.get() + uint64_t{kFirst} * 8;
-  GPU_OK(kernels().SlabAllocUntilNull(slab.view(), kBytes, kCapacity + 1 - kFirst, rest, count));
+  GPU_OK(kernels().SlabAllocUntilNull(slab.view(), kBytes, kSecond, at(kFirst), count));
+  GPU_OK(gpu().Wait("shard 0 takes the pool"));
+  ASSERT_EQ(ReadU32(count), kSecond);
+  GPU_OK(kernels().SlabAlloc(slab.view(), kThird, kBytes, 0, at(kFirst + kSecond)));
+  GPU_OK(kernels().Fill(kThird, at(kFirst + kSecond), kBytes, 0, 8));
+  GPU_OK(kernels().Verify(kThird, at(kFirst + kSecond), kBytes, 0, 8, bad, nulls));
+  GPU_OK(gpu().Wait("a warp of shard 0 with the pool empty"));
+  EXPECT_EQ(ReadU32(nulls), 0u) << "a lane of the warp went short while shard 1's page had room";
+  GPU_OK(gpu().Zero(counts.get(), 16));
+  GPU_OK(kernels().SlabAllocUntilNull(slab.view(), kBytes, kLast + 1, at(kCapacity - kLast), count));
   GPU_OK(gpu().Wait("until null"));
-  const uint32_t got = ReadU32(count);
-  EXPECT_EQ(got, kCapacity - kFirst) << "blocks left on other shards' hint pages were not taken";
-  const uint32_t total = kFirst + got;
-  GPU_OK(kernels().Fill(total, blocks.get(), kBytes, 0, 9));
-  GPU_OK(kernels().Verify(total, blocks.get(), kBytes, 0, 9, bad, 0));
+  EXPECT_EQ(ReadU32(count), kLast) << "blocks left on other shards' hint pages were not taken";
+  GPU_OK(kernels().Fill(kCapacity, blocks.get(), kBytes, 0, 9));
+  GPU_OK(kernels().Verify(kCapacity, blocks.get(), kBytes, 0, 9, bad, nulls));
   GPU_OK(gpu().Wait("fill, verify"));
   EXPECT_EQ(ReadU32(bad), 0u);
-  ExpectDisjoint(slab, Read<uint64_t>(blocks.get(), total), std::vector<uint32_t>(total, kBytes));
-  GPU_OK(kernels().SlabFree(slab.view(), total, blocks.get(), 0, codes.get(), refused));
+  EXPECT_EQ(ReadU32(nulls), 0u);
+  ExpectDisjoint(slab, Read<uint64_t>(blocks.get(), kCapacity),
+                 std::vector<uint32_t>(kCapacity, kBytes));
+  GPU_OK(kernels().SlabFree(slab.view(), kCapacity, blocks.get(), 0, codes.get(), refused));
   GPU_OK(gpu().Wait("free"));
   EXPECT_EQ(ReadU32(refused), 0u);
   ExpectClean(slab, 1, 0, 0);

@@ -274,13 +274,13 @@ struct SlabAllocator {
     // One call site of TakeBlocks (inlined: a second copy made the churn
     // kernel spill more and run 25-40% slower, A/B this session): the page
     // to take from is the hint's, or, once the pool ran dry, each hint page
-    // of the class with room in turn (NextHintWithRoom; `scan` is the next
-    // shard to look at, kNotScanning before).
+    // of the class in turn (NextHintOfClass; `scan` counts the shards
+    // looked at, kNotScanning before).
     uint32_t waits = 0;
     uint32_t scan = kNotScanning;
     uint64_t borrowed = 0;  // page + 1
     while (got < want) {
-      const uint64_t h = hint.load(kAcquire);
+      const uint64_t h = scan == kNotScanning ? hint.load(kAcquire) : 0;
       const uint64_t named = h & ~kReplacing;
       const uint64_t target = scan == kNotScanning ? named : borrowed;
       if (target != 0) {
@@ -293,8 +293,8 @@ struct SlabAllocator {
         }
       }
       if (scan != kNotScanning) {
-        borrowed = NextHintWithRoom(cls, &scan);
-        if (borrowed == 0) break;  // no room anywhere: short
+        borrowed = NextHintOfClass(cls, shard, &scan);
+        if (borrowed == 0) break;  // every hint page tried: short
         continue;
       }
       // The hint page is full (or gone). If another thread replaced the
@@ -322,7 +322,7 @@ struct SlabAllocator {
         uint64_t expected = claimed;
         if (!hint.compare_exchange_strong(expected, named, kAcqRel, kAcquire)) continue;
         scan = 0;
-        borrowed = NextHintWithRoom(cls, &scan);
+        borrowed = NextHintOfClass(cls, shard, &scan);
         if (borrowed == 0) break;
         continue;
       }
@@ -346,8 +346,10 @@ struct SlabAllocator {
 
 #if defined(__CUDACC__) || defined(__CUDACC_RTC__)
   // A batch's blocks as a warp's leader holds them for AllocateCoalesced:
-  // the first two bitmap words' worth in registers (a batch of 32 blocks up
-  // to 1 KiB, from one page, takes one or two), what follows as pointers.
+  // the first two Adds in registers (one fetch_or's winnings or one whole
+  // page each; a batch of 32 blocks up to 1 KiB from an uncontended page
+  // takes one or two), what follows as pointers (whole pages of 8 KiB and
+  // up, words won piecemeal under contention).
   // Plain fields, not arrays: an array indexed by a count lives in local
   // memory.
   struct BlockRuns {
@@ -374,9 +376,10 @@ struct SlabAllocator {
 
   // Every calling lane gets its own block of its own size (or null when the
   // arena is full). Lanes that call together and need the same size class
-  // share one AllocateBatch made by the lowest of them, so a warp of 32
-  // same-size requests costs about two atomics, not 64. `shard` as for
-  // Allocate (e.g. the warp or SM index). Device only: warp intrinsics.
+  // share one AllocateBatchInto made by the lowest of them (a lone lane
+  // makes its own), so a warp of 32 same-size requests costs about two
+  // atomics, not 64. `shard` as for Allocate (e.g. the warp or SM index).
+  // Device only: warp intrinsics.
   __device__ void* AllocateCoalesced(uint64_t bytes, uint32_t shard) const {
     const unsigned lane = LaneId();
     const unsigned active = __activemask();
@@ -701,7 +704,7 @@ struct SlabAllocator {
   // A page from the pool, all of it for the caller (a batch of at least a
   // page's blocks, so at most 64): its class, every block live, every bit
   // set (fetch_or: a stale double free racing with this is refused, not
-  // overwritten). Writes the blocks to out[]; returns how many.
+  // overwritten). Hands them to sink (one Add); returns how many.
   template <typename Sink>
   GROSR_HD uint32_t TakeWholePage(uint32_t page, uint32_t cls, Sink& sink) const {
     const uint32_t capacity = BlocksPerPage(cls);
@@ -729,18 +732,20 @@ struct SlabAllocator {
 
   // With the pool empty, a caller takes what the class's hint pages of
   // every shard hold, so that a shard whose page filled does not go short
-  // while another's has room: this is the next one from shard *scan on
-  // with room, as page + 1 (0: none left). Each hint looked at once (a page
-  // replaced meanwhile is missed: the pool was empty, so its replacement
-  // came from a free). Relaxed loads: TakeBlocks' read-modify-write of the
-  // state word decides, as on the hint path.
-  GROSR_HD uint64_t NextHintWithRoom(uint32_t cls, uint32_t* scan) const {
-    const uint32_t capacity = BlocksPerPage(cls);
+  // while another's has room: this is the next hint page of the class, as
+  // page + 1, looking at shards from the caller's own on (callers that run
+  // dry together start apart); 0 once every shard was looked at. Each hint
+  // looked at once (a page replaced meanwhile is missed: the pool was
+  // empty, so its replacement came from a free). Whether a page has room
+  // is left to TakeBlocks' read-modify-write: a plain load of its count can
+  // see a racer's reservation that is about to be undone.
+  GROSR_HD uint64_t NextHintOfClass(uint32_t cls, uint32_t shard, uint32_t* scan) const {
     while (*scan < shard_count) {
-      const uint64_t named = DeviceAtomic64(*HintOf(cls, (*scan)++)).load(kRelaxed) & ~kReplacing;
+      const uint64_t named =
+          DeviceAtomic64(*HintOf(cls, shard + (*scan)++)).load(kAcquire) & ~kReplacing;
       if (named == 0) continue;
-      const uint64_t seen = DeviceAtomic64(page_state[named - 1]).load(kRelaxed);
-      if (ClassOf(seen) == cls && LiveOf(seen) < capacity) return named;
+      const uint64_t seen = DeviceAtomic64(page_state[named - 1]).load(kAcquire);
+      if (ClassOf(seen) == cls) return named;
     }
     return 0;
   }
