@@ -671,11 +671,9 @@ struct SlabAllocator {
   }
 
   // A fresh page from the pool becomes a page of `cls` that a hint is about
-  // to name. Keeps transient reservations in `live`. Returns its generation.
-  GROSR_HD uint32_t MarkHintPage(uint32_t page, uint32_t cls) const {
-    const uint64_t before =
-        DeviceAtomic64(page_state[page]).fetch_add((uint64_t{cls} << 32) | kHintBit, kAcqRel);
-    return GenerationOf(before);
+  // to name. Keeps transient reservations in `live`.
+  GROSR_HD void MarkHintPage(uint32_t page, uint32_t cls) const {
+    DeviceAtomic64(page_state[page]).fetch_add((uint64_t{cls} << 32) | kHintBit, kAcqRel);
   }
 
   // After a hint stopped naming `page` (or never got to): clears its hint
