@@ -43,7 +43,7 @@
 //
 // JSON: {"benchmark": "alloc", "device", "arch", "sms", "resident_threads",
 // "driver", "commit" (GROSR_COMMIT, else git, else "unknown"), "date",
-// "pool_bytes", "page_bytes", "rounds", "notes": [...], "rows": [{"allocator",
+// "pool_bytes", "page_bytes", "rounds", "shard_factor", "notes": [...], "rows": [{"allocator",
 // "workload": "alloc_free"|"churn", "threads", "bytes", "status":
 // "ok"|"errors"|"timed_out"|"skipped"|"failed", "rounds", "random_rounds",
 // "alloc_mops", "free_mops", "free_random_mops", "cold_alloc_mops",
@@ -859,10 +859,17 @@ int Main(int argc, char** argv) {
       cfg.pool_bytes /= 2;
       info.notes.push_back(absl::StrFormat("cuMemAlloc refused the pool: fell back to %.2f GiB",
                                            double(cfg.pool_bytes) / kGiB));
-      slab = DeviceSlab::Create(gpu, cfg.pool_bytes, kPageShift);
+      slab = DeviceSlab::Create(gpu, cfg.pool_bytes, kPageShift, cfg.shard_factor);
     }
     check(slab.status());
     info.pool_bytes = slab->arena_bytes();
+    {
+      const SlabAllocator& v = slab->view();
+      info.notes.push_back(absl::StrFormat(
+          "hint shards a class: %u at 16 B, %u at 256 B, %u at 1 KiB (shard factor up to %u)",
+          v.ShardsOf(v.ClassFor(16)), v.ShardsOf(v.ClassFor(256)), v.ShardsOf(v.ClassFor(1024)),
+          cfg.shard_factor));
+    }
     Allocator a = SlabAllocatorUnder(w, *slab);
     for (uint32_t n : cfg.threads) {
       for (uint32_t bytes : cfg.sizes) {

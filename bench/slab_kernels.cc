@@ -572,6 +572,10 @@ absl::StatusOr<DeviceSlab> DeviceSlab::Create(GpuSession& gpu, uint64_t arena_by
     return absl::InvalidArgumentError(
         absl::StrCat("page_shift ", page_shift, " outside 12..", SlabAllocator::kMaxClasses + 3));
   }
+  if (max_shard_factor == 0 || max_shard_factor > 8 ||
+      (max_shard_factor & (max_shard_factor - 1)) != 0) {
+    return absl::InvalidArgumentError("the shard factor is a power of two from 1 to 8");
+  }
   if ((arena_bytes >> page_shift) >= (uint64_t{1} << 32)) {
     return absl::InvalidArgumentError("arena has more than 2^32 pages");
   }

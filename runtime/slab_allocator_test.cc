@@ -290,12 +290,11 @@ TEST(SlabAllocatorTest, ShardsKeepHintPagesWithinAnEighthOfTheArena) {
   EXPECT_EQ(SlabAllocator::ShardsFor(65536, 16), 512u);    // 4 GiB
   EXPECT_EQ(SlabAllocator::ShardsFor(4096, 16), 32u);      // 256 MiB
   EXPECT_EQ(SlabAllocator::ShardsFor(1u << 31, 16), SlabAllocator::kMaxShards);
-  // With a shard factor, classes of few blocks a page count that many
-  // times: 64 KiB pages, factor 4: 1+1+1+1+1+2+4*6 = 31 hints a shard.
-  EXPECT_EQ(SlabAllocator::ShardsFor(131072, 16, 4), 512u);  // 131,072 / (8 * 31) = 528
-  EXPECT_EQ(SlabAllocator::ShardsFor(131072, 16, 2), 512u);  // / (8 * 19) = 862
-  EXPECT_EQ(SlabAllocator::ShardsFor(131072, 16, 8), 256u);  // / (8 * 51) = 321
-  EXPECT_EQ(SlabAllocator::ShardsFor(131072, 16, 0), 1024u);  // 0 means 1
+  // A shard factor adds hint pages for classes of few blocks a page: 64 KiB
+  // pages, factor 4: 1+1+1+1+1+2+4*6 = 31 a shard instead of 12.
+  EXPECT_EQ(SlabAllocator::HintPagesAtMost(1024, 16, 1), 1024u * 12);
+  EXPECT_EQ(SlabAllocator::HintPagesAtMost(1024, 16, 4), 1024u * 31);
+  EXPECT_EQ(SlabAllocator::HintPagesAtMost(1024, 16, 0), 1024u * 12) << "0 means 1";
   for (uint32_t pages : {1u, 2u, 95u, 96u, 191u, 192u, 1000u, 12345u, 100000u}) {
     for (uint32_t shift : {12u, 16u, 20u}) {
       const uint32_t shards = SlabAllocator::ShardsFor(pages, shift);
@@ -550,7 +549,7 @@ TEST(SlabAllocatorTest, HugeRequestsReturnNull) {
 // Many threads allocating and freeing mixed sizes, some freeing blocks
 // other threads allocated: no two live blocks overlap (each block's pattern
 // is intact when it is freed), and every page comes back.
-// With a shard factor of 4, classes of few blocks a page (here 256 B and up:
+// With a shard factor of 4, classes of few blocks a page (here 128 B and up:
 // 16 KiB pages) spread over more hints than the others.
 class ConcurrentMixedSizes : public ::testing::TestWithParam<uint32_t> {};
 INSTANTIATE_TEST_SUITE_P(ShardFactor, ConcurrentMixedSizes, ::testing::Values(1u, 4u));

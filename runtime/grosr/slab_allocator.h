@@ -134,7 +134,7 @@ struct SlabAllocator {
   uint64_t* page_state;     // [page_count]
   uint64_t* page_bits;      // [page_count * words_per_page]
   uint64_t* pool;           // [pool_words], 1 = free page
-  uint64_t* hints;          // [kMaxClasses * shard_count]
+  uint64_t* hints;          // [kMaxClasses * shard_count * MaxShardFactor()]
   SlabCounters* counters;
   uint32_t* run_pages;      // [page_count]: a run's length, at its head
   uint32_t page_count;
@@ -189,20 +189,25 @@ struct SlabAllocator {
     return shard_count * factor;
   }
   // Shards for an arena: the most (a power of two, up to kMaxShards) whose
-  // hint pages, one per shard of every class (ShardFactorOf times as many
-  // for classes of few blocks a page), fill at most an eighth of the pages
-  // (64 KiB pages, factor 1: 8 GiB 1,024; 4 GiB 512; 256 MiB 32), at least
-  // one.
-  static GROSR_HD uint32_t ShardsFor(uint32_t page_count, uint32_t page_shift,
-                                     uint32_t max_factor = 1) {
-    uint64_t hints_a_shard = 0;
-    for (uint32_t cls = 1; cls <= page_shift - 4; ++cls) {
-      hints_a_shard += ShardFactorOf(1u << (page_shift - 4 - (cls - 1)), max_factor);
-    }
-    const uint64_t limit = page_count / (8 * hints_a_shard);
+  // hint pages, one per class per shard, fill at most an eighth of the
+  // pages (8 GiB of 64 KiB pages: 1,024; 4 GiB: 512; 256 MiB: 32), at
+  // least one. A shard factor adds to that: with factor F, classes of few
+  // blocks a page hold up to F times their share (HintPagesAtMost).
+  static GROSR_HD uint32_t ShardsFor(uint32_t page_count, uint32_t page_shift) {
+    const uint64_t limit = page_count / (8 * uint64_t{page_shift - 4});
     uint32_t shards = 1;
     while (shards < kMaxShards && 2 * uint64_t{shards} <= limit) shards *= 2;
     return shards;
+  }
+  // The most pages hints can name (the fragmentation bound): one per shard
+  // of every class.
+  static GROSR_HD uint64_t HintPagesAtMost(uint32_t shard_count, uint32_t page_shift,
+                                           uint32_t max_factor) {
+    uint64_t pages = 0;
+    for (uint32_t cls = 1; cls <= page_shift - 4; ++cls) {
+      pages += uint64_t{shard_count} * ShardFactorOf(1u << (page_shift - 3 - cls), max_factor);
+    }
+    return pages;
   }
   // Hint words: kMaxClasses * shard_count * MaxShardFactor(), a class's
   // ShardsOf(cls) of them from cls * shard_count * MaxShardFactor().
