@@ -5,6 +5,7 @@
 //   bazel run -c opt //bench:alloc -- --json $PWD/bench/alloc-results.json
 //   bazel run -c opt //bench:alloc -- --quick     # smoke test, a few seconds
 //   alloc --threads 1048576 --sizes 16 --no-baselines  # one row (e.g. under ncu)
+//   alloc --shard-factor 4   # classes of few blocks a page get up to 4x the hints
 //
 // Workload (issue 5, the shape published allocators report): N threads
 // (65,536; every resident thread of the GPU; 1,048,576) each allocate S
@@ -42,7 +43,7 @@
 //
 // JSON: {"benchmark": "alloc", "device", "arch", "sms", "resident_threads",
 // "driver", "commit" (GROSR_COMMIT, else git, else "unknown"), "date",
-// "pool_bytes", "page_bytes", "rounds", "notes": [...], "rows": [{"allocator",
+// "pool_bytes", "page_bytes", "rounds", "shard_factor", "notes": [...], "rows": [{"allocator",
 // "workload": "alloc_free"|"churn", "threads", "bytes", "status":
 // "ok"|"errors"|"timed_out"|"skipped"|"failed", "rounds", "random_rounds",
 // "alloc_mops", "free_mops", "free_random_mops", "cold_alloc_mops",
@@ -108,6 +109,7 @@ struct Config {
   double row_budget_s = 8;
   double deadline_s = 10;
   uint64_t pool_bytes = 8 * kGiB;
+  uint32_t shard_factor = 1;  // SlabAllocator::max_shard_factor
   bool quick = false;
   bool baselines = true;
   std::string json_path;
@@ -481,8 +483,10 @@ void PrintTable(const RunInfo& info, const Config& cfg, const std::vector<Row>& 
               info.gpu.name.c_str(), info.gpu.arch.c_str(), info.gpu.sm_count,
               info.resident_threads, info.gpu.driver.c_str(), info.commit.c_str(),
               info.date.c_str());
-  std::printf("pool %.2f GiB in %u KiB pages; median of %d steady rounds after a warm-up\n",
-              double(info.pool_bytes) / kGiB, (1u << kPageShift) / 1024, cfg.rounds);
+  std::printf(
+      "pool %.2f GiB in %u KiB pages, shard factor up to %u; median of %d steady rounds after a "
+      "warm-up\n",
+      double(info.pool_bytes) / kGiB, (1u << kPageShift) / 1024, cfg.shard_factor, cfg.rounds);
   for (const std::string& note : info.notes) std::printf("note: %s\n", note.c_str());
   std::printf("\nM ops/s (alloc / free; free in random order; first round cold)\n");
   std::printf("%-18s %8s %6s %10s %10s %10s %10s %10s %6s %8s  %s\n", "allocator", "threads",
@@ -546,12 +550,13 @@ std::string ToJson(const RunInfo& info, const Config& cfg, const std::vector<Row
       "{\n  \"benchmark\": \"alloc\", \"device\": %s, \"arch\": %s, \"sms\": %d, "
       "\"resident_threads\": %u, \"slab_alloc_resident_threads\": %u,\n"
       "  \"driver\": %s, \"commit\": %s, \"date\": %s, \"pool_bytes\": %u, \"page_bytes\": %u, "
-      "\"rounds\": %d, \"quick\": %s, \"deadline_s\": %.6g, \"row_budget_s\": %.6g,\n"
+      "\"rounds\": %d, \"quick\": %s, \"deadline_s\": %.6g, \"row_budget_s\": %.6g, "
+      "\"shard_factor\": %u,\n"
       "  \"notes\": [%s],\n  \"rows\": [\n%s\n  ]\n}\n",
       JsonString(info.gpu.name), JsonString(info.gpu.arch), info.gpu.sm_count,
       info.resident_threads, info.slab_alloc_resident, JsonString(info.gpu.driver),
       JsonString(info.commit), JsonString(info.date), info.pool_bytes, 1u << kPageShift,
-      cfg.rounds, cfg.quick ? "true" : "false", cfg.deadline_s, cfg.row_budget_s,
+      cfg.rounds, cfg.quick ? "true" : "false", cfg.deadline_s, cfg.row_budget_s, cfg.shard_factor,
       absl::StrJoin(notes, ", "), absl::StrJoin(items, ",\n"));
 }
 
@@ -740,6 +745,11 @@ bool ParseFlags(int argc, char** argv, Config* cfg, bool* child, uint32_t* child
         if (!absl::SimpleAtoi(item, &v) || v == 0) return false;
         into.push_back(v);
       }
+    } else if (a == "--shard-factor") {
+      if (!next(&cfg->shard_factor) || cfg->shard_factor == 0 || cfg->shard_factor > 8 ||
+          (cfg->shard_factor & (cfg->shard_factor - 1)) != 0) {
+        return false;
+      }
     } else if (a == "--pool-gib") {
       if (!next(&pool_gib) || pool_gib <= 0) return false;
       cfg->pool_bytes = static_cast<uint64_t>(pool_gib * double(kGiB));
@@ -765,7 +775,7 @@ int Main(int argc, char** argv) {
   if (!ParseFlags(argc, argv, &cfg, &child, &child_n, &child_bytes)) {
     std::fprintf(stderr,
                  "usage: alloc [--json FILE] [--quick] [--threads N,..] [--sizes S,..] "
-                 "[--rounds R] [--pool-gib G] "
+                 "[--rounds R] [--pool-gib G] [--shard-factor 1|2|4|8] "
                  "[--deadline-s S] [--row-budget-s S] [--no-baselines]\n");
     return 2;
   }
@@ -843,15 +853,23 @@ int Main(int argc, char** argv) {
 
   // 1. GROSR's slab allocator.
   {
-    absl::StatusOr<DeviceSlab> slab = DeviceSlab::Create(gpu, cfg.pool_bytes, kPageShift);
+    absl::StatusOr<DeviceSlab> slab =
+        DeviceSlab::Create(gpu, cfg.pool_bytes, kPageShift, cfg.shard_factor);
     while (!slab.ok() && absl::IsResourceExhausted(slab.status()) && cfg.pool_bytes > kGiB) {
       cfg.pool_bytes /= 2;
       info.notes.push_back(absl::StrFormat("cuMemAlloc refused the pool: fell back to %.2f GiB",
                                            double(cfg.pool_bytes) / kGiB));
-      slab = DeviceSlab::Create(gpu, cfg.pool_bytes, kPageShift);
+      slab = DeviceSlab::Create(gpu, cfg.pool_bytes, kPageShift, cfg.shard_factor);
     }
     check(slab.status());
     info.pool_bytes = slab->arena_bytes();
+    {
+      const SlabAllocator& v = slab->view();
+      info.notes.push_back(absl::StrFormat(
+          "hint shards a class: %u at 16 B, %u at 256 B, %u at 1 KiB (shard factor up to %u)",
+          v.ShardsOf(v.ClassFor(16)), v.ShardsOf(v.ClassFor(256)), v.ShardsOf(v.ClassFor(1024)),
+          cfg.shard_factor));
+    }
     Allocator a = SlabAllocatorUnder(w, *slab);
     for (uint32_t n : cfg.threads) {
       for (uint32_t bytes : cfg.sizes) {

@@ -566,18 +566,22 @@ absl::Status SlabKernels::Verify(uint32_t n, CUdeviceptr blocks, uint32_t bytes,
 // --- DeviceSlab -------------------------------------------------------------------
 
 absl::StatusOr<DeviceSlab> DeviceSlab::Create(GpuSession& gpu, uint64_t arena_bytes,
-                                              uint32_t page_shift) {
+                                              uint32_t page_shift, uint32_t max_shard_factor) {
   // Classes run up to page/2, and the hints hold kMaxClasses classes.
   if (page_shift < 12 || page_shift - 4 >= SlabAllocator::kMaxClasses) {
     return absl::InvalidArgumentError(
         absl::StrCat("page_shift ", page_shift, " outside 12..", SlabAllocator::kMaxClasses + 3));
+  }
+  if (max_shard_factor == 0 || max_shard_factor > 8 ||
+      (max_shard_factor & (max_shard_factor - 1)) != 0) {
+    return absl::InvalidArgumentError("the shard factor is a power of two from 1 to 8");
   }
   if ((arena_bytes >> page_shift) >= (uint64_t{1} << 32)) {
     return absl::InvalidArgumentError("arena has more than 2^32 pages");
   }
   DeviceSlab slab;
   slab.gpu_ = &gpu;
-  slab.layout_ = SlabLayout::For(arena_bytes, page_shift);
+  slab.layout_ = SlabLayout::For(arena_bytes, page_shift, max_shard_factor);
   absl::StatusOr<DeviceMemory> arena = gpu.Allocate(slab.layout_.arena_bytes());
   if (!arena.ok()) return arena.status();
   slab.arena_ = std::move(*arena);
@@ -608,7 +612,7 @@ absl::StatusOr<SlabSnapshot> DeviceSlab::Snapshot() {
   if (!states.ok()) return states.status();
   absl::StatusOr<std::vector<uint64_t>> hints = gpu_->Download<uint64_t>(
       metadata_.get() + layout_.hints_offset,
-      size_t{SlabAllocator::kMaxClasses} * layout_.shard_count);
+      layout_.hint_words());
   if (!hints.ok()) return hints.status();
   SlabSnapshot snapshot;
   if (absl::Status s = gpu_->Download(&snapshot.counters, metadata_.get() + layout_.counters_offset,

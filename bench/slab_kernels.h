@@ -230,7 +230,8 @@ struct SlabSnapshot {
 class DeviceSlab {
  public:
   static absl::StatusOr<DeviceSlab> Create(GpuSession& gpu, uint64_t arena_bytes,
-                                           uint32_t page_shift = 16);
+                                           uint32_t page_shift = 16,
+                                           uint32_t max_shard_factor = 1);
   DeviceSlab() = default;
   DeviceSlab(DeviceSlab&&) = default;
   DeviceSlab& operator=(DeviceSlab&&) = default;

@@ -9,12 +9,13 @@ uint64_t AlignUp(uint64_t x, uint64_t to) { return (x + to - 1) / to * to; }
 
 }  // namespace
 
-SlabLayout SlabLayout::For(uint64_t arena_bytes, uint32_t page_shift) {
+SlabLayout SlabLayout::For(uint64_t arena_bytes, uint32_t page_shift, uint32_t max_shard_factor) {
   SlabLayout l;
   l.page_shift = page_shift;
   l.page_count = static_cast<uint32_t>(std::max<uint64_t>(1, arena_bytes >> page_shift));
   l.words_per_page = SlabAllocator::WordsPerPage(page_shift);
   l.pool_words = SlabAllocator::PoolWords(l.page_count);
+  l.max_shard_factor = max_shard_factor > 1 ? max_shard_factor : 1;
   l.shard_count = SlabAllocator::ShardsFor(l.page_count, page_shift);
   uint64_t at = 0;
   auto take = [&](uint64_t bytes) {
@@ -25,7 +26,7 @@ SlabLayout SlabLayout::For(uint64_t arena_bytes, uint32_t page_shift) {
   l.states_offset = take(uint64_t{l.page_count} * 8);
   l.bits_offset = take(uint64_t{l.page_count} * l.words_per_page * 8);
   l.pool_offset = take(uint64_t{l.pool_words} * 8);
-  l.hints_offset = take(uint64_t{SlabAllocator::kMaxClasses} * l.shard_count * 8);
+  l.hints_offset = take(l.hint_words() * 8);
   l.counters_offset = take(sizeof(SlabCounters));
   l.runs_offset = take(uint64_t{l.page_count} * 4);
   l.metadata_bytes = at;
@@ -47,6 +48,7 @@ SlabAllocator SlabLayout::View(CUdeviceptr arena, CUdeviceptr metadata) const {
   view.words_per_page = words_per_page;
   view.pool_words = pool_words;
   view.shard_count = shard_count;
+  view.max_shard_factor = max_shard_factor;
   return view;
 }
 

@@ -39,20 +39,20 @@ namespace {
 // give each shard a hint of its own).
 class HostSlab {
  public:
-  HostSlab(uint32_t pages, uint32_t shift, uint32_t shards = 64)
+  HostSlab(uint32_t pages, uint32_t shift, uint32_t shards = 64, uint32_t factor = 1)
       : arena_(new uint8_t[(uint64_t{pages} << shift) + 16]),
         words_per_page_(SlabAllocator::WordsPerPage(shift)),
         states_(pages, 0),
         bits_(uint64_t{pages} * words_per_page_, 0),
         pool_(SlabAllocator::PoolWords(pages), 0),
-        hints_(SlabAllocator::kMaxClasses * shards, 0),
+        hints_(SlabAllocator::kMaxClasses * shards * factor, 0),
         runs_(pages, 0) {
     // 16-byte aligned base, as cuMemAlloc gives.
     uint8_t* base = arena_.get();
     base += (16 - reinterpret_cast<uintptr_t>(base) % 16) % 16;
     a_ = SlabAllocator{base, states_.data(), bits_.data(), pool_.data(), hints_.data(),
                        &counters_, runs_.data(), pages, shift, words_per_page_,
-                       SlabAllocator::PoolWords(pages), shards};
+                       SlabAllocator::PoolWords(pages), shards, factor};
     a_.Initialize();
   }
   const SlabAllocator& allocator() const { return a_; }
@@ -243,6 +243,46 @@ TEST(SlabAllocatorTest, LowestBitsAndNthSetBitMatchABitByBitReference) {
   }
 }
 
+// Classes whose pages hold fewer than kFactorBlocks blocks get up to
+// max_shard_factor times the shards, each its own hint word, no two
+// classes sharing one.
+TEST(SlabAllocatorTest, ClassesOfFewBlocksAPageGetMoreShards) {
+  HostSlab slab(64, 16, 4, 4);  // 64 KiB pages, 4 shards, factor up to 4
+  const SlabAllocator& a = slab.allocator();
+  EXPECT_EQ(a.ShardsOf(a.ClassFor(16)), 4u);     // 4,096 blocks a page
+  EXPECT_EQ(a.ShardsOf(a.ClassFor(256)), 4u);    // 256
+  EXPECT_EQ(a.ShardsOf(a.ClassFor(512)), 8u);    // 128
+  EXPECT_EQ(a.ShardsOf(a.ClassFor(1024)), 16u);  // 64
+  EXPECT_EQ(a.ShardsOf(a.ClassFor(4096)), 16u);  // 16: capped at 4x
+  std::vector<const uint64_t*> words;
+  for (uint32_t cls = 1; cls <= a.class_count(); ++cls) {
+    EXPECT_EQ(a.ShardsOf(cls), 4 * SlabAllocator::ShardFactorOf(a.BlocksPerPage(cls), 4))
+        << "ShardsOf and ShardsFor's count disagree, class " << cls;
+    EXPECT_EQ(a.BlocksPerPage(cls), (uint64_t{1} << 16) / SlabAllocator::BlockBytes(cls));
+    for (uint32_t shard = 0; shard < a.ShardsOf(cls); ++shard) words.push_back(a.HintOf(cls, shard));
+    EXPECT_EQ(a.HintOf(cls, a.ShardsOf(cls)), a.HintOf(cls, 0)) << "shards wrap, class " << cls;
+  }
+  std::vector<const uint64_t*> sorted = words;
+  std::sort(sorted.begin(), sorted.end());
+  EXPECT_EQ(std::adjacent_find(sorted.begin(), sorted.end()), sorted.end()) << "a hint word shared";
+  const uint64_t* first = a.hints;
+  for (const uint64_t* w : words) {
+    EXPECT_LT(static_cast<size_t>(w - first), size_t{SlabAllocator::kMaxClasses} * 4 * 4);
+  }
+  // 1 KiB from shards 1 and 5 (distinct shards of that class) take two
+  // pages; 16 B from them (one shard) shares one.
+  void* k1 = a.Allocate(1024, 1, 0);
+  void* k5 = a.Allocate(1024, 5, 0);
+  void* s1 = a.Allocate(16, 1, 0);
+  void* s5 = a.Allocate(16, 5, 0);
+  ASSERT_TRUE(k1 && k5 && s1 && s5);
+  const auto page = [&](void* p) { return (static_cast<uint8_t*>(p) - slab.base()) >> 16; };
+  EXPECT_NE(page(k1), page(k5));
+  EXPECT_EQ(page(s1), page(s5));
+  for (void* p : {k1, k5, s1, s5}) ASSERT_EQ(a.Free(p), SlabAllocator::kFreeOk);
+  EXPECT_EQ(slab.PagesHeld(), 0u);
+}
+
 // Shards per arena: hint pages of every class in every shard at most an
 // eighth of the pages, a power of two from 1 to kMaxShards.
 TEST(SlabAllocatorTest, ShardsKeepHintPagesWithinAnEighthOfTheArena) {
@@ -250,6 +290,11 @@ TEST(SlabAllocatorTest, ShardsKeepHintPagesWithinAnEighthOfTheArena) {
   EXPECT_EQ(SlabAllocator::ShardsFor(65536, 16), 512u);    // 4 GiB
   EXPECT_EQ(SlabAllocator::ShardsFor(4096, 16), 32u);      // 256 MiB
   EXPECT_EQ(SlabAllocator::ShardsFor(1u << 31, 16), SlabAllocator::kMaxShards);
+  // A shard factor adds hint pages for classes of few blocks a page: 64 KiB
+  // pages, factor 4: 1+1+1+1+1+2+4*6 = 31 a shard instead of 12.
+  EXPECT_EQ(SlabAllocator::HintPagesAtMost(1024, 16, 1), 1024u * 12);
+  EXPECT_EQ(SlabAllocator::HintPagesAtMost(1024, 16, 4), 1024u * 31);
+  EXPECT_EQ(SlabAllocator::HintPagesAtMost(1024, 16, 0), 1024u * 12) << "0 means 1";
   for (uint32_t pages : {1u, 2u, 95u, 96u, 191u, 192u, 1000u, 12345u, 100000u}) {
     for (uint32_t shift : {12u, 16u, 20u}) {
       const uint32_t shards = SlabAllocator::ShardsFor(pages, shift);
@@ -504,8 +549,12 @@ TEST(SlabAllocatorTest, HugeRequestsReturnNull) {
 // Many threads allocating and freeing mixed sizes, some freeing blocks
 // other threads allocated: no two live blocks overlap (each block's pattern
 // is intact when it is freed), and every page comes back.
-TEST(SlabAllocatorTest, ConcurrentMixedSizesNeverOverlap) {
-  HostSlab slab(512, 14);  // 8 MiB in 16 KiB pages
+// With a shard factor of 4, classes of few blocks a page (here 128 B and up:
+// 16 KiB pages) spread over more hints than the others.
+class ConcurrentMixedSizes : public ::testing::TestWithParam<uint32_t> {};
+INSTANTIATE_TEST_SUITE_P(ShardFactor, ConcurrentMixedSizes, ::testing::Values(1u, 4u));
+TEST_P(ConcurrentMixedSizes, NeverOverlap) {
+  HostSlab slab(512, 14, 64, GetParam());  // 8 MiB in 16 KiB pages
   const SlabAllocator& a = slab.allocator();
   constexpr int kThreads = 8;
   constexpr int kOps = 20000;

@@ -134,7 +134,7 @@ struct SlabAllocator {
   uint64_t* page_state;     // [page_count]
   uint64_t* page_bits;      // [page_count * words_per_page]
   uint64_t* pool;           // [pool_words], 1 = free page
-  uint64_t* hints;          // [kMaxClasses * shard_count]
+  uint64_t* hints;          // [kMaxClasses * shard_count * MaxShardFactor()]
   SlabCounters* counters;
   uint32_t* run_pages;      // [page_count]: a run's length, at its head
   uint32_t page_count;
@@ -142,15 +142,16 @@ struct SlabAllocator {
   uint32_t words_per_page;  // bitmap words per page: blocks of 16 B / 64
   uint32_t pool_words;      // ceil(page_count / 64)
   uint32_t shard_count;     // hints per class: a power of two, 1 .. kMaxShards
+  uint32_t max_shard_factor;  // classes of few blocks a page: up to this many
+                              // times shard_count hints (power of two; 0 = 1)
 
   // --- sizes ---------------------------------------------------------------
   GROSR_HD uint64_t page_bytes() const { return uint64_t{1} << page_shift; }
   // Size classes 1.. : block = 16 << (class - 1), up to half a page.
   GROSR_HD uint32_t class_count() const { return page_shift - 4; }
   GROSR_HD static uint64_t BlockBytes(uint32_t cls) { return uint64_t{kMinBlock} << (cls - 1); }
-  GROSR_HD uint32_t BlocksPerPage(uint32_t cls) const {
-    return static_cast<uint32_t>(page_bytes() / BlockBytes(cls));
-  }
+  // A shift, not a 64-bit division (a software routine on the GPU).
+  GROSR_HD uint32_t BlocksPerPage(uint32_t cls) const { return 1u << (page_shift - 3 - cls); }
   // The class serving `bytes`, or 0 when it needs whole pages.
   // Bounded by the class count: a huge request (up to 2^64 - 1) cannot make
   // `block` overflow.
@@ -167,18 +168,51 @@ struct SlabAllocator {
     return static_cast<uint32_t>((uint64_t{1} << page_shift) / kMinBlock / 64);
   }
   static GROSR_HD uint32_t PoolWords(uint32_t page_count) { return (page_count + 63) / 64; }
+  // A class whose page holds fewer than kFactorBlocks blocks fills its hint
+  // page after a few warps' batches (a 1 KiB page: two), so its shard's
+  // replacements run in series; it gets kFactorBlocks / blocks-a-page times
+  // the shards, up to max_shard_factor (a measured choice: bench/alloc
+  // --shard-factor).
+  static constexpr uint32_t kFactorBlocks = 256;
+  static GROSR_HD uint32_t ShardFactorOf(uint32_t blocks_per_page, uint32_t max_factor) {
+    const uint32_t most = max_factor > 1 ? max_factor : 1;
+    const uint32_t want = blocks_per_page >= kFactorBlocks ? 1 : kFactorBlocks / blocks_per_page;
+    return want < most ? want : most;
+  }
+  GROSR_HD uint32_t MaxShardFactor() const { return max_shard_factor > 1 ? max_shard_factor : 1; }
+  GROSR_HD uint32_t ShardsOf(uint32_t cls) const {
+    // ShardFactorOf by shifts: kFactorBlocks (2^8) and the blocks a page
+    // (2^(page_shift - 3 - cls)) are powers of two, and so is the factor.
+    const int32_t want_log = 8 - static_cast<int32_t>(page_shift - 3 - cls);
+    uint32_t factor = want_log > 0 ? 1u << want_log : 1u;
+    if (factor > MaxShardFactor()) factor = MaxShardFactor();
+    return shard_count * factor;
+  }
   // Shards for an arena: the most (a power of two, up to kMaxShards) whose
   // hint pages, one per class per shard, fill at most an eighth of the
   // pages (8 GiB of 64 KiB pages: 1,024; 4 GiB: 512; 256 MiB: 32), at
-  // least one.
+  // least one. A shard factor adds to that: with factor F, classes of few
+  // blocks a page hold up to F times their share (HintPagesAtMost).
   static GROSR_HD uint32_t ShardsFor(uint32_t page_count, uint32_t page_shift) {
     const uint64_t limit = page_count / (8 * uint64_t{page_shift - 4});
     uint32_t shards = 1;
     while (shards < kMaxShards && 2 * uint64_t{shards} <= limit) shards *= 2;
     return shards;
   }
+  // The most pages hints can name (the fragmentation bound): one per shard
+  // of every class.
+  static GROSR_HD uint64_t HintPagesAtMost(uint32_t shard_count, uint32_t page_shift,
+                                           uint32_t max_factor) {
+    uint64_t pages = 0;
+    for (uint32_t cls = 1; cls <= page_shift - 4; ++cls) {
+      pages += uint64_t{shard_count} * ShardFactorOf(1u << (page_shift - 3 - cls), max_factor);
+    }
+    return pages;
+  }
+  // Hint words: kMaxClasses * shard_count * MaxShardFactor(), a class's
+  // ShardsOf(cls) of them from cls * shard_count * MaxShardFactor().
   GROSR_HD uint64_t* HintOf(uint32_t cls, uint32_t shard) const {
-    return &hints[cls * shard_count + (shard & (shard_count - 1))];
+    return &hints[cls * shard_count * MaxShardFactor() + (shard & (ShardsOf(cls) - 1))];
   }
 
   // Single-threaded, over zeroed metadata: every page free.
@@ -738,7 +772,8 @@ struct SlabAllocator {
   // is left to TakeBlocks' read-modify-write: a plain load of its count can
   // see a racer's reservation that is about to be undone.
   GROSR_HD uint64_t NextHintOfClass(uint32_t cls, uint32_t shard, uint32_t* scan) const {
-    while (*scan < shard_count) {
+    const uint32_t shards = ShardsOf(cls);
+    while (*scan < shards) {
       const uint64_t named =
           DeviceAtomic64(*HintOf(cls, shard + (*scan)++)).load(kAcquire) & ~kReplacing;
       if (named == 0) continue;
