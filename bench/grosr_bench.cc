@@ -23,6 +23,7 @@
 #include <fstream>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "absl/strings/match.h"
@@ -428,6 +429,52 @@ void RunStepDistributions(Runtime& runtime, double sm_mhz, std::vector<Result>* 
 
 // `chains_only`: the dependent chains and their step distributions alone
 // (a quick look at the dispatch path, e.g. to compare scheduler builds).
+// Host-to-device and device-to-host copy bandwidth (GB/s, median of 5
+// copies of 256 MiB between pinned and device memory) on a non-blocking
+// stream of the primary context, the one the runtime uses. An idle
+// runtime's control warp reads the submission ring over PCIe every round
+// (32 whole slots, 4 KiB: SubmissionRing): compared before Start and while
+// the runtime idles, this shows what that polling takes from the link.
+struct CopyBandwidth {
+  double h2d = 0, d2h = 0;
+};
+CopyBandwidth MeasureCopyBandwidth() {
+  const CudaDriver& cu = *Value(CudaDriver::Get(), "driver");
+  CUdevice device;
+  CUcontext context;
+  BENCH_CHECK(cu.Check(cu.cuDeviceGet(&device, 0), "cuDeviceGet"));
+  BENCH_CHECK(cu.Check(cu.cuDevicePrimaryCtxRetain(&context, device), "retain"));
+  BENCH_CHECK(cu.Check(cu.cuCtxSetCurrent(context), "cuCtxSetCurrent"));
+  CopyBandwidth result;
+  {
+    constexpr size_t kBytes = size_t{256} << 20;
+    PinnedMemory host = Value(PinnedMemory::Allocate(cu, kBytes), "pinned");
+    DeviceMemory dev = Value(DeviceMemory::Allocate(cu, kBytes), "device");
+    Stream stream = Value(Stream::Create(cu), "stream");
+    auto median_gbps = [&](bool to_device) {
+      std::vector<double> gbps;
+      for (int rep = 0; rep < 6; ++rep) {
+        auto start = Clock::now();
+        if (to_device) {
+          BENCH_CHECK(cu.Check(cu.cuMemcpyHtoDAsync(dev.get(), host.host(), kBytes, stream.get()),
+                               "cuMemcpyHtoDAsync"));
+        } else {
+          BENCH_CHECK(cu.Check(cu.cuMemcpyDtoHAsync(host.host(), dev.get(), kBytes, stream.get()),
+                               "cuMemcpyDtoHAsync"));
+        }
+        BENCH_CHECK(cu.Check(cu.cuStreamSynchronize(stream.get()), "cuStreamSynchronize"));
+        if (rep > 0) gbps.push_back(double(kBytes) / 1e3 / MicrosSince(start));  // first: warm-up
+      }
+      std::sort(gbps.begin(), gbps.end());
+      return gbps[gbps.size() / 2];
+    };
+    result.h2d = median_gbps(true);
+    result.d2h = median_gbps(false);
+  }
+  BENCH_CHECK(cu.Check(cu.cuDevicePrimaryCtxRelease(device), "release"));
+  return result;
+}
+
 void RunGrosr(int pings, bool pingpong, bool hotload, bool chains_only,
               std::vector<Result>* results, DeviceInfo* info_out) {
   std::unique_ptr<Runtime> runtime = Value(Runtime::Create(), "Runtime::Create");
@@ -439,7 +486,21 @@ void RunGrosr(int pings, bool pingpong, bool hotload, bool chains_only,
   const TaskId chain_pure = Value(runtime->Find("chain_pure"), "find");
   const TaskId tree = Value(runtime->Find("tree"), "find");
   CUdeviceptr counter = Value(runtime->AllocateDeviceMemory(16), "alloc");
+  const CopyBandwidth before = chains_only ? CopyBandwidth{} : MeasureCopyBandwidth();
   BENCH_CHECK(runtime->Start());
+  if (!chains_only) {
+    const CopyBandwidth idle = MeasureCopyBandwidth();
+    const std::pair<const char*, double> copies[] = {
+        {"pcie_h2d_copy_no_kernel", before.h2d}, {"pcie_h2d_copy_runtime_idle", idle.h2d},
+        {"pcie_d2h_copy_no_kernel", before.d2h}, {"pcie_d2h_copy_runtime_idle", idle.d2h}};
+    for (const auto& [name, gbps] : copies) {
+      Result r = Single(name, "GB/s", gbps, 5,
+                        "256 MiB pinned <-> device copy, median of 5: before Start, or with "
+                        "the runtime started and idle (its control warp polling the ring)");
+      r.experiment = "extra";
+      results->push_back(r);
+    }
+  }
   if (!pingpong) {
     if (hotload) RunHotLoad(*runtime, noop, results);
     Value(runtime->Shutdown(), "shutdown");
