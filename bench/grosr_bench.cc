@@ -23,6 +23,7 @@
 #include <fstream>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "absl/strings/match.h"
@@ -426,6 +427,62 @@ void RunStepDistributions(Runtime& runtime, double sm_mhz, std::vector<Result>* 
       "single ctx.spawn steps of a 10,000-step chain, %globaltimer stamps in ns");
 }
 
+// Host-to-device and device-to-host copy bandwidth (GB/s, median of 5
+// copies of 256 MiB between pinned and device memory) on a non-blocking
+// stream of the primary context, the one the runtime uses. An idle
+// runtime's control warp reads the submission ring over PCIe every round
+// (32 whole slots, 4 KiB: SubmissionRing): compared before Start and while
+// the runtime idles, this shows what that polling takes from the link.
+// The buffers are made before Start and freed after Shutdown: cuMemFree
+// waits for every kernel of the context, the persistent one included.
+class CopyProbe {
+ public:
+  static constexpr size_t kBytes = size_t{256} << 20;
+  CopyProbe() : cu_(*Value(CudaDriver::Get(), "driver")) {
+    BENCH_CHECK(cu_.Check(cu_.cuDeviceGet(&device_, 0), "cuDeviceGet"));
+    BENCH_CHECK(cu_.Check(cu_.cuDevicePrimaryCtxRetain(&context_, device_), "retain"));
+    BENCH_CHECK(cu_.Check(cu_.cuCtxSetCurrent(context_), "cuCtxSetCurrent"));
+    host_ = Value(PinnedMemory::Allocate(cu_, kBytes), "pinned");
+    device_memory_ = Value(DeviceMemory::Allocate(cu_, kBytes), "device");
+    stream_ = Value(Stream::Create(cu_), "stream");
+  }
+  ~CopyProbe() {
+    stream_.Reset();
+    device_memory_.Reset();
+    host_.Reset();
+    cu_.cuDevicePrimaryCtxRelease(device_);
+  }
+  // Median GB/s of 5 copies after a warm-up; allocates nothing.
+  double MedianGBps(bool to_device) {
+    BENCH_CHECK(cu_.Check(cu_.cuCtxSetCurrent(context_), "cuCtxSetCurrent"));
+    std::vector<double> gbps;
+    for (int rep = 0; rep < 6; ++rep) {
+      auto start = Clock::now();
+      if (to_device) {
+        BENCH_CHECK(cu_.Check(
+            cu_.cuMemcpyHtoDAsync(device_memory_.get(), host_.host(), kBytes, stream_.get()),
+            "cuMemcpyHtoDAsync"));
+      } else {
+        BENCH_CHECK(cu_.Check(
+            cu_.cuMemcpyDtoHAsync(host_.host(), device_memory_.get(), kBytes, stream_.get()),
+            "cuMemcpyDtoHAsync"));
+      }
+      BENCH_CHECK(cu_.Check(cu_.cuStreamSynchronize(stream_.get()), "cuStreamSynchronize"));
+      if (rep > 0) gbps.push_back(double(kBytes) / 1e3 / MicrosSince(start));
+    }
+    std::sort(gbps.begin(), gbps.end());
+    return gbps[gbps.size() / 2];
+  }
+
+ private:
+  const CudaDriver& cu_;
+  CUdevice device_ = 0;
+  CUcontext context_ = nullptr;
+  PinnedMemory host_;
+  DeviceMemory device_memory_;
+  Stream stream_;
+};
+
 // `chains_only`: the dependent chains and their step distributions alone
 // (a quick look at the dispatch path, e.g. to compare scheduler builds).
 void RunGrosr(int pings, bool pingpong, bool hotload, bool chains_only,
@@ -439,7 +496,30 @@ void RunGrosr(int pings, bool pingpong, bool hotload, bool chains_only,
   const TaskId chain_pure = Value(runtime->Find("chain_pure"), "find");
   const TaskId tree = Value(runtime->Find("tree"), "find");
   CUdeviceptr counter = Value(runtime->AllocateDeviceMemory(16), "alloc");
+  // Freed at the end of this function, after the runtime's Shutdown.
+  std::unique_ptr<CopyProbe> copy_probe;
+  double h2d_before = 0, d2h_before = 0;
+  const bool probe_copies = pingpong && !chains_only;
+  if (probe_copies) {
+    copy_probe = std::make_unique<CopyProbe>();
+    h2d_before = copy_probe->MedianGBps(true);
+    d2h_before = copy_probe->MedianGBps(false);
+  }
   BENCH_CHECK(runtime->Start());
+  if (probe_copies) {
+    const double h2d_idle = copy_probe->MedianGBps(true);
+    const double d2h_idle = copy_probe->MedianGBps(false);
+    const std::pair<const char*, double> copies[] = {
+        {"pcie_h2d_copy_no_kernel", h2d_before}, {"pcie_h2d_copy_runtime_idle", h2d_idle},
+        {"pcie_d2h_copy_no_kernel", d2h_before}, {"pcie_d2h_copy_runtime_idle", d2h_idle}};
+    for (const auto& [name, gbps] : copies) {
+      Result r = Single(name, "GB/s", gbps, 5,
+                        "256 MiB pinned <-> device copy, median of 5: before Start, or with "
+                        "the runtime started and idle (its control warp polling the ring)");
+      r.experiment = "extra";
+      results->push_back(r);
+    }
+  }
   if (!pingpong) {
     if (hotload) RunHotLoad(*runtime, noop, results);
     Value(runtime->Shutdown(), "shutdown");

@@ -58,7 +58,7 @@ for name in "${steps[@]}"; do
     bench)
       step 200 bin/grosr_bench --json "$logs/bench.json" >"$logs/bench.txt" 2>&1 || rc=$?
       echo "bench: exit $rc"
-      grep -E "^(grosr_chain_(then|pure|spawn|alternating)|grosr_pingpong|tput_grosr_[a-z_]*_1000000) " \
+      grep -E "^(grosr_chain_(then|pure|spawn|alternating)|grosr_pingpong|tput_grosr_[a-z_]*_1000000) |^pcie_" \
         "$logs/bench.txt" | cut -c1-70 ;;
     alloc)
       step 250 bin/alloc --deadline-s 4 --row-budget-s 2 --json "$logs/alloc.json" \
