@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <utility>
 #include <atomic>
+#include <chrono>
 #include <numeric>
 #include <string>
 #include <thread>
@@ -380,6 +381,35 @@ TEST(GpuScheduler, ThreeHundredTaskIdsEachRunTheirOwnCodeAndCountOnce) {
     EXPECT_EQ(task->submitted, 1u) << "task id " << request.task;
     EXPECT_EQ(task->completed, 1u) << "task id " << request.task;
   }
+}
+
+// After a long idle spell the control warp polls the ring one word a slot
+// (kQuietPollAfterRounds): submissions after quiet spells of a few
+// milliseconds -- one task, then a batch spanning several rounds -- each
+// still run once, and are seen within the wait's deadline.
+TEST(GpuScheduler, SubmissionsAfterQuietSpellsRunOnce) {
+  GROSR_RUNTIME_OR_SKIP(runtime, RuntimeOptions{});
+  Ids ids = Load(*runtime);
+  constexpr uint32_t kSpells = 5, kBatch = 100;
+  constexpr uint32_t n = kSpells * (1 + kBatch);
+  CUdeviceptr out = PoisonedBuffer<uint32_t>(*runtime, n, kPoison);
+  CUdeviceptr hits = PoisonedBuffer<uint32_t>(*runtime, n, 0);
+  GROSR_ASSERT_OK(runtime->Start());
+  uint32_t next = 0;
+  for (uint32_t spell = 0; spell < kSpells; ++spell) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    absl::StatusOr<TaskHandle> one = runtime->Submit(ids.record, RecordFor(next++, out, hits));
+    ASSERT_TRUE(one.ok()) << one.status();
+    GROSR_ASSERT_OK(runtime->Wait(*one, absl::Seconds(10)));
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    std::vector<TaskRequest> batch;
+    for (uint32_t k = 0; k < kBatch; ++k) {
+      batch.push_back(TaskRequest::Make(ids.record, RecordFor(next++, out, hits)));
+    }
+    GROSR_ASSERT_OK(runtime->SubmitBatch(batch));
+    GROSR_ASSERT_OK(runtime->Drain(absl::Seconds(10)));
+  }
+  ExpectRecords(*runtime, out, hits, n);
 }
 
 TEST(GpuScheduler, TrackedSubmissionsFromManyThreadsEachRunOnce) {
