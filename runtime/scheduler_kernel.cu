@@ -229,14 +229,13 @@ __device__ void FollowCommand(const SchedulerState& s, uint32_t command, Control
   }
 }
 
-// Rounds without a submission after which the control warp polls the ring
-// with one word a slot (SubmissionRing::LastWordArrived: 256 B a round)
-// instead of whole slots (4 KiB), and reads whole slots again once a tag
-// shows up: a long-idle runtime keeps the PCIe link quieter, and the first
-// submission after the quiet pays one more round trip. A ping-pong or a
-// stream of batches never idles this long (a round is ~2-3 us).
-constexpr uint32_t kQuietPollAfterRounds = 1024;
-
+// After s.quiet_poll_after_rounds rounds without a submission
+// (RuntimeOptions) the control warp polls the ring with one word a slot
+// (SubmissionRing::LastWordArrived: 256 B a round) instead of whole slots
+// (4 KiB), and reads whole slots again once a tag shows up: a long-idle
+// runtime keeps the PCIe link quieter, and the first submission after the
+// quiet pays one more round trip. A ping-pong or a stream of batches never
+// idles that long at the default (a round is ~2-3 us).
 __device__ void RunControl(const SchedulerState& s) {
   const unsigned lane = Lane();
   uint32_t idle_rounds = 0;
@@ -259,7 +258,7 @@ __device__ void RunControl(const SchedulerState& s) {
     // the host's Stop or Run.
     const bool parking = __shfl_sync(kFullMask, control.told_workers, 0) == kWorkersPark;
     if (!parking) {
-      const bool quiet = idle_rounds >= kQuietPollAfterRounds &&
+      const bool quiet = idle_rounds >= s.quiet_poll_after_rounds &&
                          __ballot_sync(kFullMask, s.ring.LastWordArrived(taken + lane)) == 0;
       uint32_t moved = 0;
       if (!quiet) {
@@ -267,7 +266,7 @@ __device__ void RunControl(const SchedulerState& s) {
         while ((n = IngestSubmissions(s, &taken)) == 32) moved += n;
         moved += n;
       }
-      idle_rounds = moved != 0 ? 0 : idle_rounds + (idle_rounds < kQuietPollAfterRounds);
+      idle_rounds = moved != 0 ? 0 : idle_rounds + (idle_rounds < s.quiet_poll_after_rounds);
     }
     PublishFinishedGroups(s, dirty);
     command = __shfl_sync(kFullMask, command, 0);

@@ -306,20 +306,24 @@ TEST(GpuScheduler, HundredThousandSubmittedTasksMatchTheCpuReference) {
 // the ring's slots validate themselves word by word (SubmissionRing), which
 // relies on the GPU never reading a host word half written. Every task runs
 // once with its whole descriptor (CPU reference), and the group completes.
+// The last case polls quietly after every idle round (one word a slot).
 struct RingCase {
   uint32_t ring, queue, tasks, min_tasks;  // min_tasks: at the smallest scale
+  uint32_t quiet_after = 1024;             // RuntimeOptions::quiet_poll_after_rounds
 };
 class SmallRingTest : public ::testing::TestWithParam<RingCase> {};
 INSTANTIATE_TEST_SUITE_P(RingAndQueue, SmallRingTest,
                          ::testing::Values(RingCase{32, 16, 5000, 500}, RingCase{64, 32, 5000, 500},
                                            RingCase{64, 1024, 5000, 500},
                                            RingCase{1024, 64, 5000, 500},
-                                           RingCase{32, 1u << 20, 200000, 2000}));
+                                           RingCase{32, 1u << 20, 200000, 2000},
+                                           RingCase{32, 16, 5000, 500, 1}));
 
 TEST_P(SmallRingTest, BatchesThroughASmallRingAndQueueRunEveryTaskOnce) {
   RuntimeOptions options;
   options.ring_capacity = GetParam().ring;
   options.queue_capacity = GetParam().queue;
+  options.quiet_poll_after_rounds = GetParam().quiet_after;
   GROSR_RUNTIME_OR_SKIP(runtime, options);
   Ids ids = Load(*runtime);
   const uint32_t n =
@@ -384,11 +388,16 @@ TEST(GpuScheduler, ThreeHundredTaskIdsEachRunTheirOwnCodeAndCountOnce) {
 }
 
 // After a long idle spell the control warp polls the ring one word a slot
-// (kQuietPollAfterRounds): submissions after quiet spells of a few
-// milliseconds -- one task, then a batch spanning several rounds -- each
-// still run once, and are seen within the wait's deadline.
-TEST(GpuScheduler, SubmissionsAfterQuietSpellsRunOnce) {
-  GROSR_RUNTIME_OR_SKIP(runtime, RuntimeOptions{});
+// (RuntimeOptions::quiet_poll_after_rounds): submissions after quiet spells
+// of a few milliseconds -- one task, then a batch spanning several rounds
+// -- each still run once, and are seen within the wait's deadline; at the
+// default threshold, and at 1 (every idle round quiet).
+class QuietPollTest : public ::testing::TestWithParam<uint32_t> {};
+INSTANTIATE_TEST_SUITE_P(Threshold, QuietPollTest, ::testing::Values(1024u, 1u));
+TEST_P(QuietPollTest, SubmissionsAfterQuietSpellsRunOnce) {
+  RuntimeOptions options;
+  options.quiet_poll_after_rounds = GetParam();
+  GROSR_RUNTIME_OR_SKIP(runtime, options);
   Ids ids = Load(*runtime);
   constexpr uint32_t kSpells = 5, kBatch = 100;
   constexpr uint32_t n = kSpells * (1 + kBatch);
