@@ -347,6 +347,7 @@ absl::Status Runtime::AllocateState() {
   s.error_capacity = o.error_capacity;
   s.idle_sleep_max_ns = std::max<uint32_t>(o.idle_sleep_max_ns, 32);
   s.stop_check_interval = o.stop_check_interval;
+  s.quiet_poll_after_rounds = o.quiet_poll_after_rounds;
   s.table = At<TaskEntry>(d, table_at);
   s.info = At<TaskInfo>(d, info_at);
   s.counters = At<TaskCounters>(d, counters_at);

@@ -85,6 +85,11 @@ struct RuntimeOptions {
   // itself, run in place, count); between the tasks of a batch a warp looks
   // every 8 tasks, so a pause waits for at most about 8 such chains.
   uint32_t stop_check_interval = 64;
+  // Control rounds without a submission after which the control warp polls
+  // the host's ring one word a slot (256 B a round instead of 4 KiB) until
+  // a submission shows; the first one after that pays one more PCIe round
+  // trip. A round is ~2-3 us: 1,024 is a few milliseconds of quiet.
+  uint32_t quiet_poll_after_rounds = 1024;
   // A task running longer than this is reported; zero disables the watchdog.
   absl::Duration watchdog_deadline = absl::Seconds(10);
   absl::Duration watchdog_interval = absl::Milliseconds(100);

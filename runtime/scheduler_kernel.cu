@@ -112,8 +112,8 @@ __device__ __noinline__ void ReserveRegisterBudget(uint32_t* sink) {
 // series (three for 64 a round), which bounded host-submitted tasks (6.5 M/s
 // with 32 a round, 9.0 M/s with 64; runs L and N) and the ping-pong.
 // The price: an idle round reads 32 whole slots (4 KiB of pinned memory),
-// not 32 sequence words (256 B), so an idle runtime keeps the PCIe link
-// busier (not yet measured against a concurrent host copy).
+// not 32 sequence words (256 B); after kQuietPollAfterRounds idle rounds
+// the control warp looks at one word a slot until a tag shows up.
 __device__ uint32_t IngestSubmissions(const SchedulerState& s, uint64_t* taken) {
   const unsigned lane = Lane();
   TaskDescriptor item;
@@ -229,8 +229,16 @@ __device__ void FollowCommand(const SchedulerState& s, uint32_t command, Control
   }
 }
 
+// After s.quiet_poll_after_rounds rounds without a submission
+// (RuntimeOptions) the control warp polls the ring with one word a slot
+// (SubmissionRing::LastWordArrived: 256 B a round) instead of whole slots
+// (4 KiB), and reads whole slots again once a tag shows up: a long-idle
+// runtime keeps the PCIe link quieter, and the first submission after the
+// quiet pays one more round trip. A ping-pong or a stream of batches never
+// idles that long at the default (a round is ~2-3 us).
 __device__ void RunControl(const SchedulerState& s) {
   const unsigned lane = Lane();
+  uint32_t idle_rounds = 0;
   uint64_t taken = SystemAtomic64(s.host->submissions_taken).load(kRelaxed);
   ControlState control{kWorkersRun, 0};
   uint32_t command = 0;
@@ -250,8 +258,15 @@ __device__ void RunControl(const SchedulerState& s) {
     // the host's Stop or Run.
     const bool parking = __shfl_sync(kFullMask, control.told_workers, 0) == kWorkersPark;
     if (!parking) {
-      while (IngestSubmissions(s, &taken) == 32) {
+      const bool quiet = idle_rounds >= s.quiet_poll_after_rounds &&
+                         __ballot_sync(kFullMask, s.ring.LastWordArrived(taken + lane)) == 0;
+      uint32_t moved = 0;
+      if (!quiet) {
+        uint32_t n;
+        while ((n = IngestSubmissions(s, &taken)) == 32) moved += n;
+        moved += n;
       }
+      idle_rounds = moved != 0 ? 0 : idle_rounds + (idle_rounds < s.quiet_poll_after_rounds);
     }
     PublishFinishedGroups(s, dirty);
     command = __shfl_sync(kFullMask, command, 0);

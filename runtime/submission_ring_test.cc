@@ -101,6 +101,26 @@ TEST(SubmissionRingTest, AHalfWrittenSlotReadsAsNotThere) {
   }
 }
 
+// The quiet poll's look at one word: it sees a ticket once the word its
+// producer stores last carries the ticket's tag -- not before, not for the
+// previous lap's ticket of the slot, and not for a ticket not yet written.
+TEST(SubmissionRingTest, TheLastWordShowsATicketOnlyOnceItIsWritten) {
+  HostRing host(32);
+  const SubmissionRing& ring = host.ring();
+  EXPECT_FALSE(ring.LastWordArrived(0)) << "a zeroed ring";
+  ring.Write(7, DescriptorFor(7));
+  EXPECT_TRUE(ring.LastWordArrived(7));
+  EXPECT_FALSE(ring.LastWordArrived(8));
+  EXPECT_FALSE(ring.LastWordArrived(7 + 32)) << "the slot's next lap";
+  const TaskDescriptor next = DescriptorFor(7 + 32);
+  uint32_t payload[SubmissionRing::kSlotWords];
+  std::memcpy(payload, &next, sizeof(next));
+  for (uint32_t w = 0; w < SubmissionRing::kSlotWords; ++w) {
+    host.words()[ring.WordIndex(39, w)] = (uint64_t{SubmissionRing::TagOf(39)} << 32) | payload[w];
+    EXPECT_EQ(ring.LastWordArrived(39), w + 1 == SubmissionRing::kSlotWords) << "words: " << w + 1;
+  }
+}
+
 // A slot holding ticket T in every word but one, which still holds the
 // previous lap's ticket: neither ticket reads, whichever word it is.
 TEST(SubmissionRingTest, OneStaleWordAnywhereKeepsTheSlotUnread) {

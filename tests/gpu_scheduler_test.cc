@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <utility>
 #include <atomic>
+#include <chrono>
 #include <numeric>
 #include <string>
 #include <thread>
@@ -305,20 +306,24 @@ TEST(GpuScheduler, HundredThousandSubmittedTasksMatchTheCpuReference) {
 // the ring's slots validate themselves word by word (SubmissionRing), which
 // relies on the GPU never reading a host word half written. Every task runs
 // once with its whole descriptor (CPU reference), and the group completes.
+// The last case polls quietly after every idle round (one word a slot).
 struct RingCase {
   uint32_t ring, queue, tasks, min_tasks;  // min_tasks: at the smallest scale
+  uint32_t quiet_after = 1024;             // RuntimeOptions::quiet_poll_after_rounds
 };
 class SmallRingTest : public ::testing::TestWithParam<RingCase> {};
 INSTANTIATE_TEST_SUITE_P(RingAndQueue, SmallRingTest,
                          ::testing::Values(RingCase{32, 16, 5000, 500}, RingCase{64, 32, 5000, 500},
                                            RingCase{64, 1024, 5000, 500},
                                            RingCase{1024, 64, 5000, 500},
-                                           RingCase{32, 1u << 20, 200000, 2000}));
+                                           RingCase{32, 1u << 20, 200000, 2000},
+                                           RingCase{32, 16, 5000, 500, 1}));
 
 TEST_P(SmallRingTest, BatchesThroughASmallRingAndQueueRunEveryTaskOnce) {
   RuntimeOptions options;
   options.ring_capacity = GetParam().ring;
   options.queue_capacity = GetParam().queue;
+  options.quiet_poll_after_rounds = GetParam().quiet_after;
   GROSR_RUNTIME_OR_SKIP(runtime, options);
   Ids ids = Load(*runtime);
   const uint32_t n =
@@ -380,6 +385,40 @@ TEST(GpuScheduler, ThreeHundredTaskIdsEachRunTheirOwnCodeAndCountOnce) {
     EXPECT_EQ(task->submitted, 1u) << "task id " << request.task;
     EXPECT_EQ(task->completed, 1u) << "task id " << request.task;
   }
+}
+
+// After a long idle spell the control warp polls the ring one word a slot
+// (RuntimeOptions::quiet_poll_after_rounds): submissions after quiet spells
+// of a few milliseconds -- one task, then a batch spanning several rounds
+// -- each still run once, and are seen within the wait's deadline; at the
+// default threshold, and at 1 (every idle round quiet).
+class QuietPollTest : public ::testing::TestWithParam<uint32_t> {};
+INSTANTIATE_TEST_SUITE_P(Threshold, QuietPollTest, ::testing::Values(1024u, 1u));
+TEST_P(QuietPollTest, SubmissionsAfterQuietSpellsRunOnce) {
+  RuntimeOptions options;
+  options.quiet_poll_after_rounds = GetParam();
+  GROSR_RUNTIME_OR_SKIP(runtime, options);
+  Ids ids = Load(*runtime);
+  constexpr uint32_t kSpells = 5, kBatch = 100;
+  constexpr uint32_t n = kSpells * (1 + kBatch);
+  CUdeviceptr out = PoisonedBuffer<uint32_t>(*runtime, n, kPoison);
+  CUdeviceptr hits = PoisonedBuffer<uint32_t>(*runtime, n, 0);
+  GROSR_ASSERT_OK(runtime->Start());
+  uint32_t next = 0;
+  for (uint32_t spell = 0; spell < kSpells; ++spell) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    absl::StatusOr<TaskHandle> one = runtime->Submit(ids.record, RecordFor(next++, out, hits));
+    ASSERT_TRUE(one.ok()) << one.status();
+    GROSR_ASSERT_OK(runtime->Wait(*one, absl::Seconds(10)));
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    std::vector<TaskRequest> batch;
+    for (uint32_t k = 0; k < kBatch; ++k) {
+      batch.push_back(TaskRequest::Make(ids.record, RecordFor(next++, out, hits)));
+    }
+    GROSR_ASSERT_OK(runtime->SubmitBatch(batch));
+    GROSR_ASSERT_OK(runtime->Drain(absl::Seconds(10)));
+  }
+  ExpectRecords(*runtime, out, hits, n);
 }
 
 TEST(GpuScheduler, TrackedSubmissionsFromManyThreadsEachRunOnce) {

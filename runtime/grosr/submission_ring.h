@@ -78,6 +78,15 @@ struct SubmissionRing {
     }
   }
 
+  // Reader, a cheap look: true when the word a descriptor's producer stores
+  // last (the highest) already carries ticket's tag -- the whole slot may
+  // follow it (TryRead decides). One relaxed load: a warp whose lanes look
+  // at 32 consecutive tickets reads 256 bytes, not a round's 4 KiB.
+  GROSR_HD bool LastWordArrived(uint64_t ticket) const {
+    const uint64_t last = SystemAtomic64(words[WordIndex(ticket, kSlotWords - 1)]).load(kRelaxed);
+    return static_cast<uint32_t>(last >> 32) == TagOf(ticket);
+  }
+
   // Reader: true, with *out filled, once every word of ticket's descriptor
   // is there; *out is written either way (garbage when false). The loads
   // have no dependences among them, so they can be in flight together (one
