@@ -260,6 +260,24 @@ void ExpectRecords(Runtime& runtime, CUdeviceptr out, CUdeviceptr hits, uint32_t
   EXPECT_EQ(not_once, 0u) << "tasks that did not run exactly once";
 }
 
+// Record tasks 0..n-1 as one batch into a new group of a started runtime:
+// waits for the group, checks every record against the CPU reference, and
+// copies out the record task's statistics.
+void RunRecordGroup(Runtime& runtime, TaskId record, uint32_t n, CUdeviceptr out,
+                    CUdeviceptr hits, TaskStats* stats_out) {
+  absl::StatusOr<GroupId> group = runtime.CreateGroup();
+  ASSERT_TRUE(group.ok());
+  GROSR_ASSERT_OK(
+      runtime.SubmitBatch(RecordRequests(record, n, out, hits), *group, absl::Seconds(60)));
+  GROSR_ASSERT_OK(runtime.WaitGroup(*group, absl::Seconds(60)));
+  ExpectRecords(runtime, out, hits, n);
+  absl::StatusOr<RuntimeStats> stats = runtime.Stats();
+  ASSERT_TRUE(stats.ok()) << stats.status();
+  const TaskStats* counted = StatsOf(*stats, record);
+  ASSERT_NE(counted, nullptr);
+  *stats_out = *counted;
+}
+
 TEST(GpuScheduler, DeviceInfoDescribesTheGrid) {
   GROSR_RUNTIME_OR_SKIP(runtime, RuntimeOptions{});
   const DeviceInfo& info = runtime->device_info();
@@ -280,18 +298,11 @@ TEST(GpuScheduler, HundredThousandSubmittedTasksMatchTheCpuReference) {
   CUdeviceptr out = PoisonedBuffer<uint32_t>(*runtime, n, kPoison);
   CUdeviceptr hits = PoisonedBuffer<uint32_t>(*runtime, n, 0);
   GROSR_ASSERT_OK(runtime->Start());
-  absl::StatusOr<GroupId> group = runtime->CreateGroup();
-  ASSERT_TRUE(group.ok());
-  GROSR_ASSERT_OK(runtime->SubmitBatch(RecordRequests(ids.record, n, out, hits), *group));
-  GROSR_ASSERT_OK(runtime->WaitGroup(*group, absl::Seconds(60)));
-  ExpectRecords(*runtime, out, hits, n);
-  absl::StatusOr<RuntimeStats> stats = runtime->Stats();
-  ASSERT_TRUE(stats.ok()) << stats.status();
-  const TaskStats* record = StatsOf(*stats, ids.record);
-  ASSERT_NE(record, nullptr);
-  EXPECT_EQ(record->submitted, n);
-  EXPECT_EQ(record->completed, n);
-  EXPECT_EQ(record->failed, 0u);
+  TaskStats record;
+  ASSERT_NO_FATAL_FAILURE(RunRecordGroup(*runtime, ids.record, n, out, hits, &record));
+  EXPECT_EQ(record.submitted, n);
+  EXPECT_EQ(record.completed, n);
+  EXPECT_EQ(record.failed, 0u);
   absl::StatusOr<ShutdownReport> report = runtime->Shutdown();
   ASSERT_TRUE(report.ok()) << report.status();
   EXPECT_EQ(report->tasks_abandoned, 0u);
@@ -331,17 +342,9 @@ TEST_P(SmallRingTest, BatchesThroughASmallRingAndQueueRunEveryTaskOnce) {
   CUdeviceptr out = PoisonedBuffer<uint32_t>(*runtime, n, kPoison);
   CUdeviceptr hits = PoisonedBuffer<uint32_t>(*runtime, n, 0);
   GROSR_ASSERT_OK(runtime->Start());
-  absl::StatusOr<GroupId> group = runtime->CreateGroup();
-  ASSERT_TRUE(group.ok());
-  GROSR_ASSERT_OK(
-      runtime->SubmitBatch(RecordRequests(ids.record, n, out, hits), *group, absl::Seconds(60)));
-  GROSR_ASSERT_OK(runtime->WaitGroup(*group, absl::Seconds(60)));
-  ExpectRecords(*runtime, out, hits, n);
-  absl::StatusOr<RuntimeStats> stats = runtime->Stats();
-  ASSERT_TRUE(stats.ok()) << stats.status();
-  const TaskStats* record = StatsOf(*stats, ids.record);
-  ASSERT_NE(record, nullptr);
-  EXPECT_EQ(record->completed, n);
+  TaskStats record;
+  ASSERT_NO_FATAL_FAILURE(RunRecordGroup(*runtime, ids.record, n, out, hits, &record));
+  EXPECT_EQ(record.completed, n);
   GROSR_ASSERT_OK(runtime->Drain(absl::Seconds(10)));
 }
 
