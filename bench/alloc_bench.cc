@@ -108,6 +108,7 @@ struct Config {
   double row_budget_s = 8;
   double deadline_s = 10;
   uint64_t pool_bytes = 8 * kGiB;
+  uint32_t min_blocks = 8;  // the kernels' __launch_bounds__ (BuildSlabKernels)
   bool quick = false;
   bool baselines = true;
   std::string json_path;
@@ -481,8 +482,10 @@ void PrintTable(const RunInfo& info, const Config& cfg, const std::vector<Row>& 
               info.gpu.name.c_str(), info.gpu.arch.c_str(), info.gpu.sm_count,
               info.resident_threads, info.gpu.driver.c_str(), info.commit.c_str(),
               info.date.c_str());
-  std::printf("pool %.2f GiB in %u KiB pages; median of %d steady rounds after a warm-up\n",
-              double(info.pool_bytes) / kGiB, (1u << kPageShift) / 1024, cfg.rounds);
+  std::printf(
+      "pool %.2f GiB in %u KiB pages; kernels of %u blocks of 256 a SM at least; median of %d "
+      "steady rounds after a warm-up\n",
+      double(info.pool_bytes) / kGiB, (1u << kPageShift) / 1024, cfg.min_blocks, cfg.rounds);
   for (const std::string& note : info.notes) std::printf("note: %s\n", note.c_str());
   std::printf("\nM ops/s (alloc / free; free in random order; first round cold)\n");
   std::printf("%-18s %8s %6s %10s %10s %10s %10s %10s %6s %8s  %s\n", "allocator", "threads",
@@ -546,12 +549,13 @@ std::string ToJson(const RunInfo& info, const Config& cfg, const std::vector<Row
       "{\n  \"benchmark\": \"alloc\", \"device\": %s, \"arch\": %s, \"sms\": %d, "
       "\"resident_threads\": %u, \"slab_alloc_resident_threads\": %u,\n"
       "  \"driver\": %s, \"commit\": %s, \"date\": %s, \"pool_bytes\": %u, \"page_bytes\": %u, "
-      "\"rounds\": %d, \"quick\": %s, \"deadline_s\": %.6g, \"row_budget_s\": %.6g,\n"
+      "\"rounds\": %d, \"quick\": %s, \"deadline_s\": %.6g, \"row_budget_s\": %.6g, "
+      "\"min_blocks\": %u,\n"
       "  \"notes\": [%s],\n  \"rows\": [\n%s\n  ]\n}\n",
       JsonString(info.gpu.name), JsonString(info.gpu.arch), info.gpu.sm_count,
       info.resident_threads, info.slab_alloc_resident, JsonString(info.gpu.driver),
       JsonString(info.commit), JsonString(info.date), info.pool_bytes, 1u << kPageShift,
-      cfg.rounds, cfg.quick ? "true" : "false", cfg.deadline_s, cfg.row_budget_s,
+      cfg.rounds, cfg.quick ? "true" : "false", cfg.deadline_s, cfg.row_budget_s, cfg.min_blocks,
       absl::StrJoin(notes, ", "), absl::StrJoin(items, ",\n"));
 }
 
@@ -599,7 +603,7 @@ int ChildMain(const Config& cfg, uint32_t n, uint32_t bytes) {
   if (!gpu.ok()) fail(gpu.status());
   absl::StatusOr<std::unique_ptr<Compiler>> compiler = Compiler::Create({});
   if (!compiler.ok()) fail(compiler.status());
-  absl::StatusOr<SlabKernels> kernels = SlabKernels::Load(**gpu, **compiler);
+  absl::StatusOr<SlabKernels> kernels = SlabKernels::Load(**gpu, **compiler, cfg.min_blocks);
   if (!kernels.ok()) fail(kernels.status());
   absl::StatusOr<Workspace> w = MakeWorkspace(**gpu, *kernels, n);
   if (!w.ok()) fail(w.status());
@@ -634,7 +638,8 @@ Row RunChildRow(const Config& cfg, uint32_t n, uint32_t bytes) {
       "--rounds",        absl::StrCat(cfg.rounds),
       "--row-budget-s",  absl::StrCat(cfg.row_budget_s),
       "--deadline-s",    absl::StrCat(cfg.deadline_s),
-      "--pool-bytes",    absl::StrCat(cfg.pool_bytes)};
+      "--pool-bytes",    absl::StrCat(cfg.pool_bytes),
+      "--min-blocks",    absl::StrCat(cfg.min_blocks)};
   std::vector<char*> argv;
   for (std::string& a : args) argv.push_back(a.data());
   argv.push_back(nullptr);
@@ -740,6 +745,8 @@ bool ParseFlags(int argc, char** argv, Config* cfg, bool* child, uint32_t* child
         if (!absl::SimpleAtoi(item, &v) || v == 0) return false;
         into.push_back(v);
       }
+    } else if (a == "--min-blocks") {
+      if (!next(&cfg->min_blocks) || cfg->min_blocks == 0 || cfg->min_blocks > 8) return false;
     } else if (a == "--pool-gib") {
       if (!next(&pool_gib) || pool_gib <= 0) return false;
       cfg->pool_bytes = static_cast<uint64_t>(pool_gib * double(kGiB));
@@ -765,7 +772,7 @@ int Main(int argc, char** argv) {
   if (!ParseFlags(argc, argv, &cfg, &child, &child_n, &child_bytes)) {
     std::fprintf(stderr,
                  "usage: alloc [--json FILE] [--quick] [--threads N,..] [--sizes S,..] "
-                 "[--rounds R] [--pool-gib G] "
+                 "[--rounds R] [--pool-gib G] [--min-blocks 4|8] "
                  "[--deadline-s S] [--row-budget-s S] [--no-baselines]\n");
     return 2;
   }
@@ -801,7 +808,7 @@ int Main(int argc, char** argv) {
 
   absl::StatusOr<std::unique_ptr<Compiler>> compiler = Compiler::Create({});
   check(compiler.status());
-  absl::StatusOr<SlabKernels> kernels = SlabKernels::Load(gpu, **compiler);
+  absl::StatusOr<SlabKernels> kernels = SlabKernels::Load(gpu, **compiler, cfg.min_blocks);
   check(kernels.status());
   absl::StatusOr<uint32_t> occupancy = gpu.ResidentThreads(kernels->slab_alloc());
   check(occupancy.status());
