@@ -4,6 +4,7 @@
 //
 //   bazel run -c opt //bench:alloc -- --json $PWD/bench/alloc-results.json
 //   bazel run -c opt //bench:alloc -- --quick     # smoke test, a few seconds
+//   alloc --min-blocks 4   # kernels of 64 registers (a task's budget), not 32
 //   alloc --threads 1048576 --sizes 16 --no-baselines  # one row (e.g. under ncu)
 //
 // Workload (issue 5, the shape published allocators report): N threads
@@ -42,7 +43,7 @@
 //
 // JSON: {"benchmark": "alloc", "device", "arch", "sms", "resident_threads",
 // "driver", "commit" (GROSR_COMMIT, else git, else "unknown"), "date",
-// "pool_bytes", "page_bytes", "rounds", "notes": [...], "rows": [{"allocator",
+// "pool_bytes", "page_bytes", "rounds", "min_blocks", "notes": [...], "rows": [{"allocator",
 // "workload": "alloc_free"|"churn", "threads", "bytes", "status":
 // "ok"|"errors"|"timed_out"|"skipped"|"failed", "rounds", "random_rounds",
 // "alloc_mops", "free_mops", "free_random_mops", "cold_alloc_mops",
@@ -746,7 +747,7 @@ bool ParseFlags(int argc, char** argv, Config* cfg, bool* child, uint32_t* child
         into.push_back(v);
       }
     } else if (a == "--min-blocks") {
-      if (!next(&cfg->min_blocks) || cfg->min_blocks == 0 || cfg->min_blocks > 8) return false;
+      if (!next(&cfg->min_blocks) || (cfg->min_blocks != 4 && cfg->min_blocks != 8)) return false;
     } else if (a == "--pool-gib") {
       if (!next(&pool_gib) || pool_gib <= 0) return false;
       cfg->pool_bytes = static_cast<uint64_t>(pool_gib * double(kGiB));
