@@ -4,6 +4,7 @@
 //
 //   bazel run -c opt //bench:alloc -- --json $PWD/bench/alloc-results.json
 //   bazel run -c opt //bench:alloc -- --quick     # smoke test, a few seconds
+//   alloc --min-blocks 4   # kernels of 64 registers (a task's budget), not 32
 //   alloc --threads 1048576 --sizes 16 --no-baselines  # one row (e.g. under ncu)
 //   alloc --shard-factor 4   # classes of few blocks a page get up to 4x the hints
 //
@@ -43,7 +44,7 @@
 //
 // JSON: {"benchmark": "alloc", "device", "arch", "sms", "resident_threads",
 // "driver", "commit" (GROSR_COMMIT, else git, else "unknown"), "date",
-// "pool_bytes", "page_bytes", "rounds", "shard_factor", "notes": [...], "rows": [{"allocator",
+// "pool_bytes", "page_bytes", "rounds", "shard_factor", "min_blocks", "notes": [...], "rows": [{"allocator",
 // "workload": "alloc_free"|"churn", "threads", "bytes", "status":
 // "ok"|"errors"|"timed_out"|"skipped"|"failed", "rounds", "random_rounds",
 // "alloc_mops", "free_mops", "free_random_mops", "cold_alloc_mops",
@@ -110,6 +111,7 @@ struct Config {
   double deadline_s = 10;
   uint64_t pool_bytes = 8 * kGiB;
   uint32_t shard_factor = 1;  // SlabAllocator::max_shard_factor
+  uint32_t min_blocks = 8;  // the kernels' __launch_bounds__ (BuildSlabKernels)
   bool quick = false;
   bool baselines = true;
   std::string json_path;
@@ -484,9 +486,10 @@ void PrintTable(const RunInfo& info, const Config& cfg, const std::vector<Row>& 
               info.resident_threads, info.gpu.driver.c_str(), info.commit.c_str(),
               info.date.c_str());
   std::printf(
-      "pool %.2f GiB in %u KiB pages, shard factor up to %u; median of %d steady rounds after a "
-      "warm-up\n",
-      double(info.pool_bytes) / kGiB, (1u << kPageShift) / 1024, cfg.shard_factor, cfg.rounds);
+      "pool %.2f GiB in %u KiB pages, shard factor up to %u; kernels of %u blocks of 256 a SM at "
+      "least; median of %d steady rounds after a warm-up\n",
+      double(info.pool_bytes) / kGiB, (1u << kPageShift) / 1024, cfg.shard_factor, cfg.min_blocks,
+      cfg.rounds);
   for (const std::string& note : info.notes) std::printf("note: %s\n", note.c_str());
   std::printf("\nM ops/s (alloc / free; free in random order; first round cold)\n");
   std::printf("%-18s %8s %6s %10s %10s %10s %10s %10s %6s %8s  %s\n", "allocator", "threads",
@@ -551,12 +554,13 @@ std::string ToJson(const RunInfo& info, const Config& cfg, const std::vector<Row
       "\"resident_threads\": %u, \"slab_alloc_resident_threads\": %u,\n"
       "  \"driver\": %s, \"commit\": %s, \"date\": %s, \"pool_bytes\": %u, \"page_bytes\": %u, "
       "\"rounds\": %d, \"quick\": %s, \"deadline_s\": %.6g, \"row_budget_s\": %.6g, "
-      "\"shard_factor\": %u,\n"
+      "\"shard_factor\": %u, \"min_blocks\": %u,\n"
       "  \"notes\": [%s],\n  \"rows\": [\n%s\n  ]\n}\n",
       JsonString(info.gpu.name), JsonString(info.gpu.arch), info.gpu.sm_count,
       info.resident_threads, info.slab_alloc_resident, JsonString(info.gpu.driver),
       JsonString(info.commit), JsonString(info.date), info.pool_bytes, 1u << kPageShift,
       cfg.rounds, cfg.quick ? "true" : "false", cfg.deadline_s, cfg.row_budget_s, cfg.shard_factor,
+      cfg.min_blocks,
       absl::StrJoin(notes, ", "), absl::StrJoin(items, ",\n"));
 }
 
@@ -604,7 +608,7 @@ int ChildMain(const Config& cfg, uint32_t n, uint32_t bytes) {
   if (!gpu.ok()) fail(gpu.status());
   absl::StatusOr<std::unique_ptr<Compiler>> compiler = Compiler::Create({});
   if (!compiler.ok()) fail(compiler.status());
-  absl::StatusOr<SlabKernels> kernels = SlabKernels::Load(**gpu, **compiler);
+  absl::StatusOr<SlabKernels> kernels = SlabKernels::Load(**gpu, **compiler, cfg.min_blocks);
   if (!kernels.ok()) fail(kernels.status());
   absl::StatusOr<Workspace> w = MakeWorkspace(**gpu, *kernels, n);
   if (!w.ok()) fail(w.status());
@@ -639,7 +643,8 @@ Row RunChildRow(const Config& cfg, uint32_t n, uint32_t bytes) {
       "--rounds",        absl::StrCat(cfg.rounds),
       "--row-budget-s",  absl::StrCat(cfg.row_budget_s),
       "--deadline-s",    absl::StrCat(cfg.deadline_s),
-      "--pool-bytes",    absl::StrCat(cfg.pool_bytes)};
+      "--pool-bytes",    absl::StrCat(cfg.pool_bytes),
+      "--min-blocks",    absl::StrCat(cfg.min_blocks)};
   std::vector<char*> argv;
   for (std::string& a : args) argv.push_back(a.data());
   argv.push_back(nullptr);
@@ -750,6 +755,8 @@ bool ParseFlags(int argc, char** argv, Config* cfg, bool* child, uint32_t* child
           (cfg->shard_factor & (cfg->shard_factor - 1)) != 0) {
         return false;
       }
+    } else if (a == "--min-blocks") {
+      if (!next(&cfg->min_blocks) || (cfg->min_blocks != 4 && cfg->min_blocks != 8)) return false;
     } else if (a == "--pool-gib") {
       if (!next(&pool_gib) || pool_gib <= 0) return false;
       cfg->pool_bytes = static_cast<uint64_t>(pool_gib * double(kGiB));
@@ -775,7 +782,7 @@ int Main(int argc, char** argv) {
   if (!ParseFlags(argc, argv, &cfg, &child, &child_n, &child_bytes)) {
     std::fprintf(stderr,
                  "usage: alloc [--json FILE] [--quick] [--threads N,..] [--sizes S,..] "
-                 "[--rounds R] [--pool-gib G] [--shard-factor 1|2|4|8] "
+                 "[--rounds R] [--pool-gib G] [--shard-factor 1|2|4|8] [--min-blocks 4|8] "
                  "[--deadline-s S] [--row-budget-s S] [--no-baselines]\n");
     return 2;
   }
@@ -811,7 +818,7 @@ int Main(int argc, char** argv) {
 
   absl::StatusOr<std::unique_ptr<Compiler>> compiler = Compiler::Create({});
   check(compiler.status());
-  absl::StatusOr<SlabKernels> kernels = SlabKernels::Load(gpu, **compiler);
+  absl::StatusOr<SlabKernels> kernels = SlabKernels::Load(gpu, **compiler, cfg.min_blocks);
   check(kernels.status());
   absl::StatusOr<uint32_t> occupancy = gpu.ResidentThreads(kernels->slab_alloc());
   check(occupancy.status());

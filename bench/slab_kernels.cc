@@ -25,8 +25,13 @@ namespace {
 
 constexpr unsigned kBlock = 256;
 // 8 blocks of 256 a SM (32 registers): every thread of a full-GPU grid is
-// resident at once on sm_90, so all of them contend together.
-constexpr unsigned kMinBlocks = 8;
+// resident at once on sm_90, so all of them contend together. 4 (64
+// registers, a task's budget in the scheduler) spills less and runs a
+// full grid in two waves (bench/alloc --min-blocks).
+#ifndef GROSR_BENCH_MIN_BLOCKS
+#define GROSR_BENCH_MIN_BLOCKS 8
+#endif
+constexpr unsigned kMinBlocks = GROSR_BENCH_MIN_BLOCKS;
 
 __device__ __forceinline__ unsigned ThreadIndex() { return blockIdx.x * blockDim.x + threadIdx.x; }
 
@@ -232,12 +237,14 @@ const std::vector<std::string>& SlabKernelNames() {
   return names;
 }
 
-absl::StatusOr<LinkedImage> BuildSlabKernels(const Compiler& compiler, const std::string& arch) {
+absl::StatusOr<LinkedImage> BuildSlabKernels(const Compiler& compiler, const std::string& arch,
+                                             uint32_t min_blocks) {
   DeviceCodeTarget target;
   target.arch = arch;
   CompileOptions options = DeviceCompileOptions(target);
   // Standalone kernels, not tasks: no scheduler register budget.
   options.max_registers = 0;
+  options.defines.push_back(absl::StrCat("GROSR_BENCH_MIN_BLOCKS=", min_blocks));
   return compiler.CompileAndLink("bench/slab_kernels.cu", kSlabKernelSource, options);
 }
 
@@ -471,8 +478,9 @@ absl::StatusOr<uint32_t> GpuSession::ResidentThreads(CUfunction function) {
 
 // --- SlabKernels ------------------------------------------------------------------
 
-absl::StatusOr<SlabKernels> SlabKernels::Load(GpuSession& gpu, const Compiler& compiler) {
-  absl::StatusOr<LinkedImage> image = BuildSlabKernels(compiler, gpu.info().arch);
+absl::StatusOr<SlabKernels> SlabKernels::Load(GpuSession& gpu, const Compiler& compiler,
+                                              uint32_t min_blocks) {
+  absl::StatusOr<LinkedImage> image = BuildSlabKernels(compiler, gpu.info().arch, min_blocks);
   if (!image.ok()) return image.status();
   SlabKernels k;
   k.gpu_ = &gpu;

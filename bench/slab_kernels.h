@@ -67,7 +67,10 @@ const char* SlabKernelSource();
 const std::vector<std::string>& SlabKernelNames();
 
 // Compiles and links SlabKernelSource for `arch` (no GPU needed).
-absl::StatusOr<LinkedImage> BuildSlabKernels(const Compiler& compiler, const std::string& arch);
+// min_blocks: the kernels' __launch_bounds__ minimum of 256-thread blocks
+// a SM (8: 32 registers, a full grid resident at once; 4: 64 registers).
+absl::StatusOr<LinkedImage> BuildSlabKernels(const Compiler& compiler, const std::string& arch,
+                                             uint32_t min_blocks = 8);
 
 // --- host-side helpers (no GPU) -----------------------------------------------
 
@@ -168,7 +171,8 @@ class GpuSession {
 // pointer arguments are device addresses (0 for "none").
 class SlabKernels {
  public:
-  static absl::StatusOr<SlabKernels> Load(GpuSession& gpu, const Compiler& compiler);
+  static absl::StatusOr<SlabKernels> Load(GpuSession& gpu, const Compiler& compiler,
+                                          uint32_t min_blocks = 8);
   SlabKernels() = default;
   SlabKernels(SlabKernels&&) = default;
   SlabKernels& operator=(SlabKernels&&) = default;

@@ -24,23 +24,29 @@ TEST(SlabKernelsTest, CompilesAndLinksForSm90) {
   options.cache_dir = absl::StrCat(tmp ? tmp : "/tmp", "/slab-kernels-cache-", getpid());
   absl::StatusOr<std::unique_ptr<Compiler>> compiler = Compiler::Create(options);
   ASSERT_TRUE(compiler.ok()) << compiler.status();
-  absl::StatusOr<LinkedImage> image = BuildSlabKernels(**compiler, "sm_90");
-  ASSERT_TRUE(image.ok()) << image.status();
-  absl::StatusOr<CubinContents> contents = InspectCubin(image->cubin);
-  ASSERT_TRUE(contents.ok()) << contents.status();
-  for (const std::string& name : SlabKernelNames()) {
-    const CubinSymbol* symbol = contents->FindSymbol(name);
-    ASSERT_NE(symbol, nullptr) << name << " missing from the linked cubin";
-    EXPECT_TRUE(symbol->is_function) << name;
-    const FunctionResources* resources = contents->FindFunction(name);
-    ASSERT_NE(resources, nullptr) << name;
-    // __launch_bounds__(256): at most 255 registers, and the kernels keep
-    // no big frames (AllocateCoalesced's leader holds a warp's 32 block
-    // pointers, 256 B, in its frame).
-    EXPECT_GT(resources->registers, 0u) << name;
-    EXPECT_LE(resources->frame_bytes, 512u) << name;
-    std::printf("%-22s %3u registers, %u B frame, %u B stack\n", name.c_str(),
-                resources->registers, resources->frame_bytes, resources->stack_bytes);
+  // 8 blocks of 256 a SM (the default) or 4: at most 32 or 64 registers.
+  for (uint32_t min_blocks : {8u, 4u}) {
+    SCOPED_TRACE(absl::StrCat(min_blocks, " blocks a SM"));
+    absl::StatusOr<LinkedImage> image = BuildSlabKernels(**compiler, "sm_90", min_blocks);
+    ASSERT_TRUE(image.ok()) << image.status();
+    absl::StatusOr<CubinContents> contents = InspectCubin(image->cubin);
+    ASSERT_TRUE(contents.ok()) << contents.status();
+    for (const std::string& name : SlabKernelNames()) {
+      const CubinSymbol* symbol = contents->FindSymbol(name);
+      ASSERT_NE(symbol, nullptr) << name << " missing from the linked cubin";
+      EXPECT_TRUE(symbol->is_function) << name;
+      const FunctionResources* resources = contents->FindFunction(name);
+      ASSERT_NE(resources, nullptr) << name;
+      // The launch bounds hold, and the kernels keep no big frames
+      // (AllocateCoalesced's leader may spill a warp's 32 block pointers,
+      // 256 B, past BlockRuns' two runs).
+      EXPECT_GT(resources->registers, 0u) << name;
+      EXPECT_LE(resources->registers, 65536u / (256u * min_blocks)) << name;
+      EXPECT_LE(resources->frame_bytes, 512u) << name;
+      std::printf("%u blocks a SM: %-22s %3u registers, %u B frame, %u B stack\n", min_blocks,
+                  name.c_str(), resources->registers, resources->frame_bytes,
+                  resources->stack_bytes);
+    }
   }
 }
 
