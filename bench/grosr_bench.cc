@@ -27,6 +27,7 @@
 #include <vector>
 
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
@@ -485,9 +486,9 @@ class CopyProbe {
 
 // `chains_only`: the dependent chains and their step distributions alone
 // (a quick look at the dispatch path, e.g. to compare scheduler builds).
-void RunGrosr(int pings, bool pingpong, bool hotload, bool chains_only,
-              std::vector<Result>* results, DeviceInfo* info_out) {
-  std::unique_ptr<Runtime> runtime = Value(Runtime::Create(), "Runtime::Create");
+void RunGrosr(const RuntimeOptions& options, int pings, bool pingpong, bool hotload,
+              bool chains_only, std::vector<Result>* results, DeviceInfo* info_out) {
+  std::unique_ptr<Runtime> runtime = Value(Runtime::Create(options), "Runtime::Create");
   *info_out = runtime->device_info();
   Value(runtime->LoadSource("bench_tasks.cu", kBenchTasks), "load bench tasks");
   const TaskId noop = Value(runtime->Find("noop"), "find");
@@ -698,6 +699,9 @@ int BenchMain(int argc, char** argv, const std::string& program, std::string sel
   bool skip_all_but_dynamic = false;
   std::vector<std::string> only_dynamic;
   ThroughputPlan throughput;
+  // The ping-pong runtime's options; --quiet-poll-after-rounds 4294967295
+  // never polls quietly (whole slots every idle round), for comparing.
+  RuntimeOptions grosr_options;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     if (a == "--json" && i + 1 < argc) {
@@ -713,10 +717,14 @@ int BenchMain(int argc, char** argv, const std::string& program, std::string sel
       only_dynamic = absl::StrSplit(argv[++i], ',');
     } else if (a == "--only-dynamic") {
       skip_all_but_dynamic = true;
+    } else if (a == "--quiet-poll-after-rounds" && i + 1 < argc &&
+               absl::SimpleAtoi(argv[i + 1], &grosr_options.quiet_poll_after_rounds)) {
+      ++i;
     } else {
       std::fprintf(stderr,
                    "usage: %s [--json FILE] [--only all|pingpong|throughput|hotload|chains]\n"
-                   "       [--quick] [--no-dynamic] [--dynamic NAME,...] [--only-dynamic]\n",
+                   "       [--quick] [--no-dynamic] [--dynamic NAME,...] [--only-dynamic]\n"
+                   "       [--quiet-poll-after-rounds N]\n",
                    program.c_str());
       return 2;
     }
@@ -759,7 +767,7 @@ int BenchMain(int argc, char** argv, const std::string& program, std::string sel
   RunHeader header;
   DeviceInfo info;
   if ((pingpong || hotload || chains_only) && !skip_all_but_dynamic) {
-    RunGrosr(pings, pingpong || chains_only, hotload, chains_only, &results, &info);
+    RunGrosr(grosr_options, pings, pingpong || chains_only, hotload, chains_only, &results, &info);
     header = HeaderOf(info, (*driver)->VersionString());
   }
   if (tput && !skip_all_but_dynamic) {
