@@ -4,7 +4,8 @@
 # the sanitizers, the benchmarks, and the A/B runs asked for; every log under
 # one tarball, $OUT/logs.tgz (the device tool brings back only a few files),
 # and a short summary on stdout. From the repository root on the GPU machine:
-#   bash bundle/device_pass.sh [suite] [bench] [alloc] [ab:chains] [ab:alloc:main,pending_x] ...
+#   bash bundle/device_pass.sh [suite] [bench] [alloc] [ab:chains] [ab:alloc:main,pending_x] \
+#       [script:FILE] ...   (FILE: a step written for one call, run from bundle/)
 # (no arguments: suite bench alloc). The whole pass keeps within
 # GROSR_PASS_SECONDS (default 570, under a device call's 600): each step gets
 # its own limit or what is left, whichever is less. Each step runs in a
@@ -71,6 +72,11 @@ for name in "${steps[@]}"; do
         >"$logs/$name.txt" 2>&1 || rc=$?
       echo "$name: exit $rc"
       cat "$logs/$name.txt" ;;
+    script:*)  # script:FILE: a hand-written step in the bundle (LOGS= its log folder)
+      file=${name#script:}
+      LOGS="$logs" step 300 bash "$file" >"$logs/${file##*/}.txt" 2>&1 || rc=$?
+      echo "$name: exit $rc"
+      cat "$logs/${file##*/}.txt" ;;
     *)
       echo "unknown step $name"
       rc=2 ;;
