@@ -4,9 +4,9 @@
 //
 //   bazel run -c opt //bench:alloc -- --json $PWD/bench/alloc-results.json
 //   bazel run -c opt //bench:alloc -- --quick     # smoke test, a few seconds
-//   alloc --min-blocks 4   # kernels of 64 registers (a task's budget), not 32
+//   alloc --min-blocks 8   # kernels of 32 registers, not 64 (a task's budget)
 //   alloc --threads 1048576 --sizes 16 --no-baselines  # one row (e.g. under ncu)
-//   alloc --shard-factor 4   # classes of few blocks a page get up to 4x the hints
+//   alloc --shard-factor 1   # no extra hint shards for classes of few blocks a page
 //
 // Workload (issue 5, the shape published allocators report): N threads
 // (65,536; every resident thread of the GPU; 1,048,576) each allocate S
@@ -110,8 +110,8 @@ struct Config {
   double row_budget_s = 8;
   double deadline_s = 10;
   uint64_t pool_bytes = 8 * kGiB;
-  uint32_t shard_factor = 1;  // SlabAllocator::max_shard_factor
-  uint32_t min_blocks = 8;  // the kernels' __launch_bounds__ (BuildSlabKernels)
+  uint32_t shard_factor = SlabAllocator::kDefaultShardFactor;
+  uint32_t min_blocks = kSlabKernelsMinBlocks;  // the kernels' __launch_bounds__
   bool quick = false;
   bool baselines = true;
   std::string json_path;

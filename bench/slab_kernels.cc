@@ -24,12 +24,13 @@ typedef unsigned long long u64;
 namespace {
 
 constexpr unsigned kBlock = 256;
-// 8 blocks of 256 a SM (32 registers): every thread of a full-GPU grid is
-// resident at once on sm_90, so all of them contend together. 4 (64
-// registers, a task's budget in the scheduler) spills less and runs a
-// full grid in two waves (bench/alloc --min-blocks).
+// 4 blocks of 256 a SM by default: 64 registers, a task's budget in the
+// scheduler, so the kernels allocate as tasks do (at 8 blocks, 32 registers,
+// the churn kernel spilled 98% of its memory requests and ran 3x slower:
+// ncu and bench/alloc --min-blocks 8, H200). A full-GPU grid then runs in
+// two waves; at 8 every thread of it is resident at once.
 #ifndef GROSR_BENCH_MIN_BLOCKS
-#define GROSR_BENCH_MIN_BLOCKS 8
+#define GROSR_BENCH_MIN_BLOCKS 4
 #endif
 constexpr unsigned kMinBlocks = GROSR_BENCH_MIN_BLOCKS;
 

@@ -68,9 +68,11 @@ const std::vector<std::string>& SlabKernelNames();
 
 // Compiles and links SlabKernelSource for `arch` (no GPU needed).
 // min_blocks: the kernels' __launch_bounds__ minimum of 256-thread blocks
-// a SM (8: 32 registers, a full grid resident at once; 4: 64 registers).
+// a SM (4: 64 registers, a task's budget; 8: 32 registers, a full grid
+// resident at once).
+constexpr uint32_t kSlabKernelsMinBlocks = 4;
 absl::StatusOr<LinkedImage> BuildSlabKernels(const Compiler& compiler, const std::string& arch,
-                                             uint32_t min_blocks = 8);
+                                             uint32_t min_blocks = kSlabKernelsMinBlocks);
 
 // --- host-side helpers (no GPU) -----------------------------------------------
 
@@ -172,7 +174,7 @@ class GpuSession {
 class SlabKernels {
  public:
   static absl::StatusOr<SlabKernels> Load(GpuSession& gpu, const Compiler& compiler,
-                                          uint32_t min_blocks = 8);
+                                          uint32_t min_blocks = kSlabKernelsMinBlocks);
   SlabKernels() = default;
   SlabKernels(SlabKernels&&) = default;
   SlabKernels& operator=(SlabKernels&&) = default;
@@ -235,7 +237,7 @@ class DeviceSlab {
  public:
   static absl::StatusOr<DeviceSlab> Create(GpuSession& gpu, uint64_t arena_bytes,
                                            uint32_t page_shift = 16,
-                                           uint32_t max_shard_factor = 1);
+                                           uint32_t max_shard_factor = SlabAllocator::kDefaultShardFactor);
   DeviceSlab() = default;
   DeviceSlab(DeviceSlab&&) = default;
   DeviceSlab& operator=(DeviceSlab&&) = default;

@@ -24,7 +24,7 @@ TEST(SlabKernelsTest, CompilesAndLinksForSm90) {
   options.cache_dir = absl::StrCat(tmp ? tmp : "/tmp", "/slab-kernels-cache-", getpid());
   absl::StatusOr<std::unique_ptr<Compiler>> compiler = Compiler::Create(options);
   ASSERT_TRUE(compiler.ok()) << compiler.status();
-  // 8 blocks of 256 a SM (the default) or 4: at most 32 or 64 registers.
+  // 8 blocks of 256 a SM or 4 (the default): at most 32 or 64 registers.
   for (uint32_t min_blocks : {8u, 4u}) {
     SCOPED_TRACE(absl::StrCat(min_blocks, " blocks a SM"));
     absl::StatusOr<LinkedImage> image = BuildSlabKernels(**compiler, "sm_90", min_blocks);

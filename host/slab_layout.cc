@@ -16,7 +16,7 @@ SlabLayout SlabLayout::For(uint64_t arena_bytes, uint32_t page_shift, uint32_t m
   l.words_per_page = SlabAllocator::WordsPerPage(page_shift);
   l.pool_words = SlabAllocator::PoolWords(l.page_count);
   l.max_shard_factor = max_shard_factor > 1 ? max_shard_factor : 1;
-  l.shard_count = SlabAllocator::ShardsFor(l.page_count, page_shift);
+  l.shard_count = SlabAllocator::ShardsFor(l.page_count, page_shift, l.max_shard_factor);
   uint64_t at = 0;
   auto take = [&](uint64_t bytes) {
     const uint64_t offset = at;

@@ -20,7 +20,7 @@ struct SlabLayout {
   uint32_t page_count = 0;
   uint32_t words_per_page = 0;
   uint32_t pool_words = 0;
-  uint32_t shard_count = 1;  // SlabAllocator::ShardsFor(page_count, page_shift)
+  uint32_t shard_count = 1;  // SlabAllocator::ShardsFor(page_count, page_shift, factor)
   uint32_t max_shard_factor = 1;
   uint64_t states_offset = 0, bits_offset = 0, pool_offset = 0, hints_offset = 0,
            counters_offset = 0, runs_offset = 0, metadata_bytes = 0;
@@ -29,7 +29,7 @@ struct SlabLayout {
   // max_shard_factor: SlabAllocator::max_shard_factor, a power of two 1..8
   // (DeviceSlab::Create and the runtime check it).
   static SlabLayout For(uint64_t arena_bytes, uint32_t page_shift = 16,
-                        uint32_t max_shard_factor = 1);
+                        uint32_t max_shard_factor = SlabAllocator::kDefaultShardFactor);
   uint64_t hint_words() const {
     return uint64_t{SlabAllocator::kMaxClasses} * shard_count * max_shard_factor;
   }

@@ -243,9 +243,9 @@ TEST(SlabAllocatorTest, LowestBitsAndNthSetBitMatchABitByBitReference) {
   }
 }
 
-// Classes whose pages hold fewer than kFactorBlocks blocks get up to
-// max_shard_factor times the shards, each its own hint word, no two
-// classes sharing one.
+// Classes whose pages hold fewer than kFactorBlocks blocks and more than a
+// warp's batch get up to max_shard_factor times the shards, each its own
+// hint word, no two classes sharing one.
 TEST(SlabAllocatorTest, ClassesOfFewBlocksAPageGetMoreShards) {
   HostSlab slab(64, 16, 4, 4);  // 64 KiB pages, 4 shards, factor up to 4
   const SlabAllocator& a = slab.allocator();
@@ -253,7 +253,8 @@ TEST(SlabAllocatorTest, ClassesOfFewBlocksAPageGetMoreShards) {
   EXPECT_EQ(a.ShardsOf(a.ClassFor(256)), 4u);    // 256
   EXPECT_EQ(a.ShardsOf(a.ClassFor(512)), 8u);    // 128
   EXPECT_EQ(a.ShardsOf(a.ClassFor(1024)), 16u);  // 64
-  EXPECT_EQ(a.ShardsOf(a.ClassFor(4096)), 16u);  // 16: capped at 4x
+  EXPECT_EQ(a.ShardsOf(a.ClassFor(2048)), 4u);   // 32: a warp's batch takes whole pages
+  EXPECT_EQ(a.ShardsOf(a.ClassFor(4096)), 4u);   // 16
   std::vector<const uint64_t*> words;
   for (uint32_t cls = 1; cls <= a.class_count(); ++cls) {
     EXPECT_EQ(a.ShardsOf(cls), 4 * SlabAllocator::ShardFactorOf(a.BlocksPerPage(cls), 4))
@@ -291,20 +292,30 @@ TEST(SlabAllocatorTest, ShardsKeepHintPagesWithinAnEighthOfTheArena) {
   EXPECT_EQ(SlabAllocator::ShardsFor(4096, 16), 32u);      // 256 MiB
   EXPECT_EQ(SlabAllocator::ShardsFor(1u << 31, 16), SlabAllocator::kMaxShards);
   // A shard factor adds hint pages for classes of few blocks a page: 64 KiB
-  // pages, factor 4: 1+1+1+1+1+2+4*6 = 31 a shard instead of 12.
+  // pages, factor 4: 5 classes of 256 blocks or more, 2 for 512 B (128
+  // blocks), 4 for 1 KiB (64), 5 classes of 32 blocks or fewer: 16 a shard
+  // instead of 12. ShardsFor counts them: still an eighth of the arena.
   EXPECT_EQ(SlabAllocator::HintPagesAtMost(1024, 16, 1), 1024u * 12);
-  EXPECT_EQ(SlabAllocator::HintPagesAtMost(1024, 16, 4), 1024u * 31);
+  EXPECT_EQ(SlabAllocator::HintPagesAtMost(1024, 16, 4), 1024u * 16);
+  EXPECT_EQ(SlabAllocator::HintPagesAtMost(1024, 16, 8), 1024u * 16) << "no class wants more";
   EXPECT_EQ(SlabAllocator::HintPagesAtMost(1024, 16, 0), 1024u * 12) << "0 means 1";
+  EXPECT_EQ(SlabAllocator::ShardsFor(131072, 16, 4), 1024u);
+  EXPECT_EQ(SlabAllocator::ShardsFor(65536, 16, 4), 512u);
+  EXPECT_EQ(SlabAllocator::ShardsFor(98304, 16, 1), 1024u);  // 6 GiB: 12 hint pages a shard
+  EXPECT_EQ(SlabAllocator::ShardsFor(98304, 16, 4), 512u);   // 16
   for (uint32_t pages : {1u, 2u, 95u, 96u, 191u, 192u, 1000u, 12345u, 100000u}) {
     for (uint32_t shift : {12u, 16u, 20u}) {
-      const uint32_t shards = SlabAllocator::ShardsFor(pages, shift);
-      EXPECT_EQ(shards & (shards - 1), 0u) << pages << " pages";
-      EXPECT_GE(shards, 1u);
-      if (shards > 1) {
-        EXPECT_LE(uint64_t{shards} * (shift - 4) * 8, pages) << pages << " pages";
-      }
-      if (shards < SlabAllocator::kMaxShards) {
-        EXPECT_GT(uint64_t{2 * shards} * (shift - 4) * 8, pages) << "not the most: " << pages;
+      for (uint32_t factor : {1u, 4u}) {
+        const uint32_t shards = SlabAllocator::ShardsFor(pages, shift, factor);
+        const uint64_t hinted = SlabAllocator::HintPagesAtMost(shards, shift, factor);
+        EXPECT_EQ(shards & (shards - 1), 0u) << pages << " pages";
+        EXPECT_GE(shards, 1u);
+        if (shards > 1) {
+          EXPECT_LE(hinted * 8, pages) << pages << " pages, factor " << factor;
+        }
+        if (shards < SlabAllocator::kMaxShards) {
+          EXPECT_GT(2 * hinted * 8, pages) << "not the most: " << pages << ", factor " << factor;
+        }
       }
     }
   }

@@ -338,7 +338,7 @@ TEST_F(GpuSlabAllocatorTest, ExhaustionReturnsNullAndFreedMemoryComesBack) {
 
 // With the pool empty, an allocation takes what other shards' hint pages
 // hold: no block is stranded on a page another shard's hint names. 768
-// pages give 8 shards (ShardsFor). Warps 0..7 (shards 0..7) each take 32
+// pages give 8 shards (ShardsFor; shard factor 1). Warps 0..7 (shards 0..7) each take 32
 // blocks of 1 KiB, leaving 32 free on each shard's hint page; one thread of
 // shard 0 takes all but 16 of what its hint and the pool hold; a warp of
 // shard 0 asking for 32 then gets 16 from its own hint page and 16 from
@@ -351,7 +351,8 @@ TEST_F(GpuSlabAllocatorTest, ARunDryShardTakesWhatOtherShardsHintPagesHold) {
   constexpr uint32_t kSecond = 32 + (kPages - kShards) * kPerPage - 16;  // 48,656
   constexpr uint32_t kThird = 32;
   constexpr uint32_t kLast = kCapacity - kFirst - kSecond - kThird;    // 208
-  GPU_ASSIGN(slab, DeviceSlab::Create(gpu(), uint64_t{kPages} * kPage, kPageShift));
+  GPU_ASSIGN(slab,
+             DeviceSlab::Create(gpu(), uint64_t{kPages} * kPage, kPageShift, /*max_shard_factor=*/1));
   ASSERT_EQ(slab.layout().shard_count, kShards) << "ShardsFor changed: pick another arena";
   GPU_ASSIGN(blocks, gpu().Allocate(size_t{kCapacity + 1} * 8));
   GPU_ASSIGN(codes, gpu().Allocate(size_t{kCapacity + 1} * 4));

@@ -112,7 +112,8 @@ struct SlabAllocator {
   // 32,768 / (2 * shards) replacements in series per shard -- 1 KiB blocks
   // at 33 M/s with 8 shards, 360 M/s with 64, 4.4 G/s with 1,024 (H200,
   // 8 GiB pool). The price is one partly used page per class per shard:
-  // ShardsFor keeps that within an eighth of the arena.
+  // ShardsFor keeps that within an eighth of the arena. (Classes of few
+  // blocks a page get more shards: ShardFactorOf.)
   static constexpr uint32_t kMaxShards = 1024;
   static constexpr uint32_t kFreePage = 0;
   static constexpr uint32_t kLargeHead = 0xfe;
@@ -171,36 +172,44 @@ struct SlabAllocator {
   // A class whose page holds fewer than kFactorBlocks blocks fills its hint
   // page after a few warps' batches (a 1 KiB page: two), so its shard's
   // replacements run in series; it gets kFactorBlocks / blocks-a-page times
-  // the shards, up to max_shard_factor (a measured choice: bench/alloc
-  // --shard-factor).
+  // the shards, up to max_shard_factor. Not a class of kWarpBatch blocks a
+  // page or fewer (2 KiB and up at 64 KiB pages): a warp's whole batch
+  // there takes pages of its own from the pool, past the hint.
+  // kDefaultShardFactor is a measured choice (bench/alloc --shard-factor,
+  // H200, 1 M threads allocating 1 KiB: 7.2 G/s at 1, 10.2 at 2, 12.4 at 4).
   static constexpr uint32_t kFactorBlocks = 256;
+  static constexpr uint32_t kWarpBatch = 32;
+  static constexpr uint32_t kDefaultShardFactor = 4;
   static GROSR_HD uint32_t ShardFactorOf(uint32_t blocks_per_page, uint32_t max_factor) {
     const uint32_t most = max_factor > 1 ? max_factor : 1;
-    const uint32_t want = blocks_per_page >= kFactorBlocks ? 1 : kFactorBlocks / blocks_per_page;
+    const uint32_t want = blocks_per_page >= kFactorBlocks || blocks_per_page <= kWarpBatch
+                              ? 1
+                              : kFactorBlocks / blocks_per_page;
     return want < most ? want : most;
   }
   GROSR_HD uint32_t MaxShardFactor() const { return max_shard_factor > 1 ? max_shard_factor : 1; }
   GROSR_HD uint32_t ShardsOf(uint32_t cls) const {
-    // ShardFactorOf by shifts: kFactorBlocks (2^8) and the blocks a page
-    // (2^(page_shift - 3 - cls)) are powers of two, and so is the factor.
-    const int32_t want_log = 8 - static_cast<int32_t>(page_shift - 3 - cls);
-    uint32_t factor = want_log > 0 ? 1u << want_log : 1u;
+    // ShardFactorOf by shifts: kFactorBlocks (2^8), kWarpBatch (2^5) and
+    // the blocks a page (2^(page_shift - 3 - cls)) are powers of two, and
+    // so is the factor.
+    const int32_t blocks_log = static_cast<int32_t>(page_shift - 3 - cls);
+    uint32_t factor = blocks_log > 5 && blocks_log < 8 ? 1u << (8 - blocks_log) : 1u;
     if (factor > MaxShardFactor()) factor = MaxShardFactor();
     return shard_count * factor;
   }
   // Shards for an arena: the most (a power of two, up to kMaxShards) whose
-  // hint pages, one per class per shard, fill at most an eighth of the
-  // pages (8 GiB of 64 KiB pages: 1,024; 4 GiB: 512; 256 MiB: 32), at
-  // least one. A shard factor adds to that: with factor F, classes of few
-  // blocks a page hold up to F times their share (HintPagesAtMost).
-  static GROSR_HD uint32_t ShardsFor(uint32_t page_count, uint32_t page_shift) {
-    const uint64_t limit = page_count / (8 * uint64_t{page_shift - 4});
+  // hint pages, one per class per shard times the class's shard factor
+  // (HintPagesAtMost), fill at most an eighth of the pages (8 GiB of 64 KiB
+  // pages: 1,024 at factor 1 or 4; 4 GiB: 512; 256 MiB: 32), at least one.
+  static GROSR_HD uint32_t ShardsFor(uint32_t page_count, uint32_t page_shift,
+                                     uint32_t max_factor = 1) {
+    const uint64_t limit = page_count / (8 * HintPagesAtMost(1, page_shift, max_factor));
     uint32_t shards = 1;
     while (shards < kMaxShards && 2 * uint64_t{shards} <= limit) shards *= 2;
     return shards;
   }
   // The most pages hints can name (the fragmentation bound): one per shard
-  // of every class.
+  // of every class, times the class's shard factor.
   static GROSR_HD uint64_t HintPagesAtMost(uint32_t shard_count, uint32_t page_shift,
                                            uint32_t max_factor) {
     uint64_t pages = 0;
