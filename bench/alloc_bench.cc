@@ -7,6 +7,7 @@
 //   alloc --min-blocks 8   # kernels of 32 registers, not 64 (a task's budget)
 //   alloc --threads 1048576 --sizes 16 --no-baselines  # one row (e.g. under ncu)
 //   alloc --shard-factor 1   # no extra hint shards for classes of few blocks a page
+//   alloc --define GROSR_SLAB_WAIT_MAX_NS=256   # a tuning knob (slab_allocator.h)
 //
 // Workload (issue 5, the shape published allocators report): N threads
 // (65,536; every resident thread of the GPU; 1,048,576) each allocate S
@@ -74,6 +75,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "bench/run_info.h"
@@ -112,6 +114,7 @@ struct Config {
   uint64_t pool_bytes = 8 * kGiB;
   uint32_t shard_factor = SlabAllocator::kDefaultShardFactor;
   uint32_t min_blocks = kSlabKernelsMinBlocks;  // the kernels' __launch_bounds__
+  std::vector<std::string> defines;  // tuning knobs for the slab kernels
   bool quick = false;
   bool baselines = true;
   std::string json_path;
@@ -755,6 +758,10 @@ bool ParseFlags(int argc, char** argv, Config* cfg, bool* child, uint32_t* child
           (cfg->shard_factor & (cfg->shard_factor - 1)) != 0) {
         return false;
       }
+    } else if (a == "--define") {
+      std::string define;
+      if (!next(&define) || !absl::StrContains(define, '=')) return false;
+      cfg->defines.push_back(define);
     } else if (a == "--min-blocks") {
       if (!next(&cfg->min_blocks) || (cfg->min_blocks != 4 && cfg->min_blocks != 8)) return false;
     } else if (a == "--pool-gib") {
@@ -783,6 +790,7 @@ int Main(int argc, char** argv) {
     std::fprintf(stderr,
                  "usage: alloc [--json FILE] [--quick] [--threads N,..] [--sizes S,..] "
                  "[--rounds R] [--pool-gib G] [--shard-factor 1|2|4|8] [--min-blocks 4|8] "
+                 "[--define NAME=VALUE] "
                  "[--deadline-s S] [--row-budget-s S] [--no-baselines]\n");
     return 2;
   }
@@ -818,11 +826,15 @@ int Main(int argc, char** argv) {
 
   absl::StatusOr<std::unique_ptr<Compiler>> compiler = Compiler::Create({});
   check(compiler.status());
-  absl::StatusOr<SlabKernels> kernels = SlabKernels::Load(gpu, **compiler, cfg.min_blocks);
+  absl::StatusOr<SlabKernels> kernels =
+      SlabKernels::Load(gpu, **compiler, cfg.min_blocks, cfg.defines);
   check(kernels.status());
   absl::StatusOr<uint32_t> occupancy = gpu.ResidentThreads(kernels->slab_alloc());
   check(occupancy.status());
   info.slab_alloc_resident = *occupancy;
+  if (!cfg.defines.empty()) {
+    info.notes.push_back(absl::StrCat("slab kernels built with ", absl::StrJoin(cfg.defines, " ")));
+  }
   if (*occupancy < info.resident_threads) {
     info.notes.push_back(absl::StrCat("slab_alloc holds ", *occupancy, " of ",
                                       info.resident_threads, " threads resident at once"));

@@ -239,13 +239,15 @@ const std::vector<std::string>& SlabKernelNames() {
 }
 
 absl::StatusOr<LinkedImage> BuildSlabKernels(const Compiler& compiler, const std::string& arch,
-                                             uint32_t min_blocks) {
+                                             uint32_t min_blocks,
+                                             const std::vector<std::string>& defines) {
   DeviceCodeTarget target;
   target.arch = arch;
   CompileOptions options = DeviceCompileOptions(target);
   // Standalone kernels, not tasks: no scheduler register budget.
   options.max_registers = 0;
   options.defines.push_back(absl::StrCat("GROSR_BENCH_MIN_BLOCKS=", min_blocks));
+  options.defines.insert(options.defines.end(), defines.begin(), defines.end());
   return compiler.CompileAndLink("bench/slab_kernels.cu", kSlabKernelSource, options);
 }
 
@@ -480,8 +482,10 @@ absl::StatusOr<uint32_t> GpuSession::ResidentThreads(CUfunction function) {
 // --- SlabKernels ------------------------------------------------------------------
 
 absl::StatusOr<SlabKernels> SlabKernels::Load(GpuSession& gpu, const Compiler& compiler,
-                                              uint32_t min_blocks) {
-  absl::StatusOr<LinkedImage> image = BuildSlabKernels(compiler, gpu.info().arch, min_blocks);
+                                              uint32_t min_blocks,
+                                              const std::vector<std::string>& defines) {
+  absl::StatusOr<LinkedImage> image =
+      BuildSlabKernels(compiler, gpu.info().arch, min_blocks, defines);
   if (!image.ok()) return image.status();
   SlabKernels k;
   k.gpu_ = &gpu;

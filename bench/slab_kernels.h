@@ -69,10 +69,12 @@ const std::vector<std::string>& SlabKernelNames();
 // Compiles and links SlabKernelSource for `arch` (no GPU needed).
 // min_blocks: the kernels' __launch_bounds__ minimum of 256-thread blocks
 // a SM (4: 64 registers, a task's budget; 8: 32 registers, a full grid
-// resident at once).
+// resident at once). defines: NAME=VALUE for the allocator's tuning knobs
+// (slab_allocator.h), experiments only.
 constexpr uint32_t kSlabKernelsMinBlocks = 4;
 absl::StatusOr<LinkedImage> BuildSlabKernels(const Compiler& compiler, const std::string& arch,
-                                             uint32_t min_blocks = kSlabKernelsMinBlocks);
+                                             uint32_t min_blocks = kSlabKernelsMinBlocks,
+                                             const std::vector<std::string>& defines = {});
 
 // --- host-side helpers (no GPU) -----------------------------------------------
 
@@ -174,7 +176,8 @@ class GpuSession {
 class SlabKernels {
  public:
   static absl::StatusOr<SlabKernels> Load(GpuSession& gpu, const Compiler& compiler,
-                                          uint32_t min_blocks = kSlabKernelsMinBlocks);
+                                          uint32_t min_blocks = kSlabKernelsMinBlocks,
+                                          const std::vector<std::string>& defines = {});
   SlabKernels() = default;
   SlabKernels(SlabKernels&&) = default;
   SlabKernels& operator=(SlabKernels&&) = default;

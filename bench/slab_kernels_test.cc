@@ -50,6 +50,22 @@ TEST(SlabKernelsTest, CompilesAndLinksForSm90) {
   }
 }
 
+// The allocator's tuning knobs (bench/alloc --define) compile.
+TEST(SlabKernelsTest, TuningKnobsCompile) {
+  Compiler::Options options;
+  const char* tmp = std::getenv("TEST_TMPDIR");
+  options.cache_dir = absl::StrCat(tmp ? tmp : "/tmp", "/slab-knobs-cache-", getpid());
+  absl::StatusOr<std::unique_ptr<Compiler>> compiler = Compiler::Create(options);
+  ASSERT_TRUE(compiler.ok()) << compiler.status();
+  absl::StatusOr<LinkedImage> image =
+      BuildSlabKernels(**compiler, "sm_90", kSlabKernelsMinBlocks,
+                       {"GROSR_SLAB_FACTOR_BLOCKS_LOG=9", "GROSR_SLAB_WAIT_MAX_NS=256"});
+  ASSERT_TRUE(image.ok()) << image.status();
+  absl::StatusOr<LinkedImage> broken =
+      BuildSlabKernels(**compiler, "sm_90", kSlabKernelsMinBlocks, {"GROSR_SLAB_WAIT_MAX_NS=x"});
+  EXPECT_FALSE(broken.ok()) << "a bad value reaches the compiler";
+}
+
 TEST(SlabKernelsTest, CheckDisjointFindsEveryKindOfBadBlock) {
   const uint64_t lo = 0x10000, hi = 0x20000;
   const std::vector<uint32_t> sizes = {64, 16, 128};

@@ -93,6 +93,19 @@
 #define GROSR_SLAB_SCHEDULE_POINT(where) ((void)0)
 #endif
 
+// Tuning knobs, for experiments only (bench/alloc --define NAME=VALUE
+// compiles the benchmark's kernels with another value; the host's layout
+// keeps the defaults, which are the measured choices):
+//   GROSR_SLAB_FACTOR_BLOCKS_LOG  log2 of SlabAllocator::kFactorBlocks
+//   GROSR_SLAB_WAIT_MAX_NS        longest pause of a caller waiting for a
+//                                 replacement (kWaitMaxNs)
+#ifndef GROSR_SLAB_FACTOR_BLOCKS_LOG
+#define GROSR_SLAB_FACTOR_BLOCKS_LOG 8
+#endif
+#ifndef GROSR_SLAB_WAIT_MAX_NS
+#define GROSR_SLAB_WAIT_MAX_NS 1024
+#endif
+
 namespace grosr {
 
 struct SlabCounters {
@@ -123,9 +136,10 @@ struct SlabAllocator {
   // In a hint word: one caller is replacing the page it names.
   static constexpr uint64_t kReplacing = uint64_t{1} << 63;
   // Polls of a claimed hint before a caller takes the replacement over
-  // (backing off from 128 ns to 1 us: ~35 us in all; a replacement takes a
-  // few microseconds).
-  static constexpr uint32_t kReplacementWaits = 36;
+  // (backing off from 128 ns to kWaitMaxNs, 1 us: ~35 us in all; a
+  // replacement takes a few microseconds).
+  static constexpr uint32_t kWaitMaxNs = GROSR_SLAB_WAIT_MAX_NS;
+  static constexpr uint32_t kReplacementWaits = 4 + 32 * 1024 / kWaitMaxNs;
   static constexpr uint32_t kNotScanning = ~0u;
   // Reasons recorded for a rejected free.
   enum : uint32_t { kFreeOk = 0, kFreeForeign = 1, kFreeMisaligned = 2, kFreeDouble = 3 };
@@ -177,8 +191,10 @@ struct SlabAllocator {
   // there takes pages of its own from the pool, past the hint.
   // kDefaultShardFactor is a measured choice (bench/alloc --shard-factor,
   // H200, 1 M threads allocating 1 KiB: 7.2 G/s at 1, 10.2 at 2, 12.4 at 4).
-  static constexpr uint32_t kFactorBlocks = 256;
-  static constexpr uint32_t kWarpBatch = 32;
+  static constexpr uint32_t kFactorBlocksLog = GROSR_SLAB_FACTOR_BLOCKS_LOG;
+  static constexpr uint32_t kFactorBlocks = 1u << kFactorBlocksLog;  // 256
+  static constexpr uint32_t kWarpBatchLog = 5;
+  static constexpr uint32_t kWarpBatch = 1u << kWarpBatchLog;
   static constexpr uint32_t kDefaultShardFactor = 4;
   static GROSR_HD uint32_t ShardFactorOf(uint32_t blocks_per_page, uint32_t max_factor) {
     const uint32_t most = max_factor > 1 ? max_factor : 1;
@@ -189,11 +205,13 @@ struct SlabAllocator {
   }
   GROSR_HD uint32_t MaxShardFactor() const { return max_shard_factor > 1 ? max_shard_factor : 1; }
   GROSR_HD uint32_t ShardsOf(uint32_t cls) const {
-    // ShardFactorOf by shifts: kFactorBlocks (2^8), kWarpBatch (2^5) and
-    // the blocks a page (2^(page_shift - 3 - cls)) are powers of two, and
-    // so is the factor.
+    // ShardFactorOf by shifts: kFactorBlocks, kWarpBatch and the blocks a
+    // page (2^(page_shift - 3 - cls)) are powers of two, and so is the
+    // factor.
     const int32_t blocks_log = static_cast<int32_t>(page_shift - 3 - cls);
-    uint32_t factor = blocks_log > 5 && blocks_log < 8 ? 1u << (8 - blocks_log) : 1u;
+    uint32_t factor = blocks_log > int32_t{kWarpBatchLog} && blocks_log < int32_t{kFactorBlocksLog}
+                          ? 1u << (kFactorBlocksLog - blocks_log)
+                          : 1u;
     if (factor > MaxShardFactor()) factor = MaxShardFactor();
     return shard_count * factor;
   }
@@ -347,7 +365,7 @@ struct SlabAllocator {
       if (h == claimed) {
         // Another caller is replacing the page: wait for it.
         if (++waits <= kReplacementWaits) {
-          SpinPause(waits < 5 ? 64u << waits : 1024u);
+          SpinPause(waits < 5 && (64u << waits) < kWaitMaxNs ? 64u << waits : kWaitMaxNs);
           continue;
         }
         waits = 0;  // too long: replace it ourselves (whoever publishes first wins)
