@@ -2,8 +2,8 @@
 // (RunWithSelfContinuations, the real header), alone on one warp, with
 // other warps of the block idling as scheduler workers do, and a floor
 // that keeps the continuation in registers (one shuffle per word).
-// nvcc -arch=sm_90 -rdc=true -std=c++20 -I runtime -o bundle/bin/in_place_loop \
-//     tools/probes/in_place_loop.cu   (then bundle/bin/in_place_loop on the GPU)
+// Build here, run on the GPU machine (bundle/bin/in_place_loop):
+//   nvcc -arch=sm_90 -rdc=true -std=c++20 -I runtime -o bundle/bin/in_place_loop tools/probes/in_place_loop.cu
 #include <cstdio>
 #include <grosr/task.h>
 
