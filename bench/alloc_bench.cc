@@ -760,7 +760,11 @@ bool ParseFlags(int argc, char** argv, Config* cfg, bool* child, uint32_t* child
       }
     } else if (a == "--define") {
       std::string define;
-      if (!next(&define) || !absl::StrContains(define, '=')) return false;
+      // GROSR_BENCH_MIN_BLOCKS is --min-blocks' (and the JSON's min_blocks).
+      if (!next(&define) || !absl::StrContains(define, '=') ||
+          absl::StartsWith(define, "GROSR_BENCH_MIN_BLOCKS")) {
+        return false;
+      }
       cfg->defines.push_back(define);
     } else if (a == "--min-blocks") {
       if (!next(&cfg->min_blocks) || (cfg->min_blocks != 4 && cfg->min_blocks != 8)) return false;
@@ -885,7 +889,8 @@ int Main(int argc, char** argv) {
     {
       const SlabAllocator& v = slab->view();
       info.notes.push_back(absl::StrFormat(
-          "hint shards a class: %u at 16 B, %u at 256 B, %u at 1 KiB (shard factor up to %u)",
+          "hint shards a class: %u at 16 B, %u at 256 B, %u at 1 KiB (shard factor up to %u; "
+          "the host's count: a --define of GROSR_SLAB_FACTOR_BLOCKS_LOG changes the kernels')",
           v.ShardsOf(v.ClassFor(16)), v.ShardsOf(v.ClassFor(256)), v.ShardsOf(v.ClassFor(1024)),
           cfg.shard_factor));
     }

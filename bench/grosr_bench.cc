@@ -515,8 +515,10 @@ void RunGrosr(const RuntimeOptions& options, int pings, bool pingpong, bool hotl
         {"pcie_d2h_copy_no_kernel", d2h_before}, {"pcie_d2h_copy_runtime_idle", d2h_idle}};
     for (const auto& [name, gbps] : copies) {
       Result r = Single(name, "GB/s", gbps, 5,
-                        "256 MiB pinned <-> device copy, median of 5: before Start, or with "
-                        "the runtime started and idle (its control warp polling the ring)");
+                        absl::StrCat("256 MiB pinned <-> device copy, median of 5: before Start, "
+                                     "or with the runtime started and idle (its control warp "
+                                     "polling the ring; quiet polling after ",
+                                     options.quiet_poll_after_rounds, " idle rounds)"));
       r.experiment = "extra";
       results->push_back(r);
     }
@@ -724,7 +726,7 @@ int BenchMain(int argc, char** argv, const std::string& program, std::string sel
       std::fprintf(stderr,
                    "usage: %s [--json FILE] [--only all|pingpong|throughput|hotload|chains]\n"
                    "       [--quick] [--no-dynamic] [--dynamic NAME,...] [--only-dynamic]\n"
-                   "       [--quiet-poll-after-rounds N]\n",
+                   "       [--quiet-poll-after-rounds N]   (the ping-pong runtime's)\n",
                    program.c_str());
       return 2;
     }

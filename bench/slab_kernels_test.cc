@@ -12,17 +12,23 @@
 #include <set>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/string_view.h"
 #include "gtest/gtest.h"
 #include "jit/cubin.h"
 
 namespace grosr {
 namespace {
 
-TEST(SlabKernelsTest, CompilesAndLinksForSm90) {
+// A compiler whose disk cache is this test's own (nothing cached before).
+absl::StatusOr<std::unique_ptr<Compiler>> TestCompiler(absl::string_view cache_name) {
   Compiler::Options options;
   const char* tmp = std::getenv("TEST_TMPDIR");
-  options.cache_dir = absl::StrCat(tmp ? tmp : "/tmp", "/slab-kernels-cache-", getpid());
-  absl::StatusOr<std::unique_ptr<Compiler>> compiler = Compiler::Create(options);
+  options.cache_dir = absl::StrCat(tmp ? tmp : "/tmp", "/", cache_name, "-", getpid());
+  return Compiler::Create(options);
+}
+
+TEST(SlabKernelsTest, CompilesAndLinksForSm90) {
+  absl::StatusOr<std::unique_ptr<Compiler>> compiler = TestCompiler("slab-kernels-cache");
   ASSERT_TRUE(compiler.ok()) << compiler.status();
   // 8 blocks of 256 a SM or 4 (the default): at most 32 or 64 registers.
   for (uint32_t min_blocks : {8u, 4u}) {
@@ -52,10 +58,7 @@ TEST(SlabKernelsTest, CompilesAndLinksForSm90) {
 
 // The allocator's tuning knobs (bench/alloc --define) compile.
 TEST(SlabKernelsTest, TuningKnobsCompile) {
-  Compiler::Options options;
-  const char* tmp = std::getenv("TEST_TMPDIR");
-  options.cache_dir = absl::StrCat(tmp ? tmp : "/tmp", "/slab-knobs-cache-", getpid());
-  absl::StatusOr<std::unique_ptr<Compiler>> compiler = Compiler::Create(options);
+  absl::StatusOr<std::unique_ptr<Compiler>> compiler = TestCompiler("slab-knobs-cache");
   ASSERT_TRUE(compiler.ok()) << compiler.status();
   absl::StatusOr<LinkedImage> image =
       BuildSlabKernels(**compiler, "sm_90", kSlabKernelsMinBlocks,

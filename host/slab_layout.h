@@ -27,7 +27,7 @@ struct SlabLayout {
 
   // The largest whole number of pages in `arena_bytes` (at least one).
   // max_shard_factor: SlabAllocator::max_shard_factor, a power of two 1..8
-  // (DeviceSlab::Create and the runtime check it).
+  // (DeviceSlab::Create checks it; the runtime's heap takes the default).
   static SlabLayout For(uint64_t arena_bytes, uint32_t page_shift = 16,
                         uint32_t max_shard_factor = SlabAllocator::kDefaultShardFactor);
   uint64_t hint_words() const {

@@ -560,8 +560,8 @@ TEST(SlabAllocatorTest, HugeRequestsReturnNull) {
 // Many threads allocating and freeing mixed sizes, some freeing blocks
 // other threads allocated: no two live blocks overlap (each block's pattern
 // is intact when it is freed), and every page comes back.
-// With a shard factor of 4, classes of few blocks a page (here 128 B and up:
-// 16 KiB pages) spread over more hints than the others.
+// With a shard factor of 4, classes of few blocks a page (here, with 16 KiB
+// pages, 128 B: 2x, 256 B: 4x) spread over more hints than the others.
 class ConcurrentMixedSizes : public ::testing::TestWithParam<uint32_t> {};
 INSTANTIATE_TEST_SUITE_P(ShardFactor, ConcurrentMixedSizes, ::testing::Values(1u, 4u));
 TEST_P(ConcurrentMixedSizes, NeverOverlap) {

@@ -230,7 +230,8 @@ TEST(GpuTaskHeap, ExhaustedHeapReturnsNullAndRecovers) {
     // An emptied page that a hint names stays with its class (fragmentation
     // bound: one page per class per shard); with the pool empty a later
     // round takes what any shard's hint page holds. (A 1 MiB heap has one
-    // shard: SlabAllocator::ShardsFor.)
+    // shard, SlabAllocator::ShardsFor, and 1 KiB four hints of it: the
+    // default shard factor.)
     const uint64_t held = Heap(*runtime).pages_in_use;
     EXPECT_LE(held, 8u) << "at most one empty hint page per shard";
     absl::StatusOr<TaskHandle> filled = runtime->Submit(fill, args);

@@ -59,7 +59,8 @@
 //   4. Pages stay in their class only while they hold blocks or are hints:
 //      memory freed in one class is reusable by any class once its page
 //      empties. Fragmentation is bounded by one partly used page per class
-//      per shard (ShardsFor: an eighth of the arena at most) plus pages
+//      per shard, times the class's shard factor (ShardsFor: an eighth of
+//      the arena at most) plus pages
 //      kept alive by their last live block. Hint pages are not stranded:
 //      with the pool empty, a caller takes what every shard's hint page of
 //      its class has left before it comes back short.
@@ -136,9 +137,11 @@ struct SlabAllocator {
   // In a hint word: one caller is replacing the page it names.
   static constexpr uint64_t kReplacing = uint64_t{1} << 63;
   // Polls of a claimed hint before a caller takes the replacement over
-  // (backing off from 128 ns to kWaitMaxNs, 1 us: ~35 us in all; a
-  // replacement takes a few microseconds).
+  // (backing off from 128 ns, or kWaitMaxNs if less, to kWaitMaxNs, 1 us:
+  // ~35 us in all, whatever kWaitMaxNs; a replacement takes a few
+  // microseconds).
   static constexpr uint32_t kWaitMaxNs = GROSR_SLAB_WAIT_MAX_NS;
+  static_assert(kWaitMaxNs >= 1 && kWaitMaxNs <= 32768, "GROSR_SLAB_WAIT_MAX_NS: 1 .. 32768");
   static constexpr uint32_t kReplacementWaits = 4 + 32 * 1024 / kWaitMaxNs;
   static constexpr uint32_t kNotScanning = ~0u;
   // Reasons recorded for a rejected free.
@@ -153,7 +156,7 @@ struct SlabAllocator {
   SlabCounters* counters;
   uint32_t* run_pages;      // [page_count]: a run's length, at its head
   uint32_t page_count;
-  uint32_t page_shift;      // log2(page bytes), 12..24
+  uint32_t page_shift;      // log2(page bytes), 12..19 (kMaxClasses)
   uint32_t words_per_page;  // bitmap words per page: blocks of 16 B / 64
   uint32_t pool_words;      // ceil(page_count / 64)
   uint32_t shard_count;     // hints per class: a power of two, 1 .. kMaxShards

@@ -160,6 +160,9 @@ __global__ void probe_variant(unsigned steps, unsigned* result, unsigned long lo
 
 // Floor: the continuation's words stay in registers; the lowest calling
 // lane's words are broadcast with shuffles and a vote says who called.
+// kOwnWhenAll: a whole warp that called keeps its own registers (shuffles
+// only when some lanes did not call).
+template <bool kOwnWhenAll>
 __device__ __noinline__ void floor_loop(unsigned steps, unsigned* result) {
   unsigned left = steps, done = 0;
   unsigned* out = result;
@@ -170,25 +173,7 @@ __device__ __noinline__ void floor_loop(unsigned steps, unsigned* result) {
     else if ((threadIdx.x & 31) == 0) *out = done + 1;
     const unsigned who = __ballot_sync(~0u, called);
     if (who == 0) break;
-    const int leader = __ffs(who) - 1;
-    left = __shfl_sync(~0u, nl, leader);
-    done = __shfl_sync(~0u, nd, leader);
-    out = (unsigned*)__shfl_sync(~0u, np, leader);
-  }
-}
-// The same, but a whole warp that called then() keeps its own registers:
-// shuffles only when some lanes did not call.
-__device__ __noinline__ void floor_own_loop(unsigned steps, unsigned* result) {
-  unsigned left = steps, done = 0;
-  unsigned* out = result;
-  for (;;) {
-    bool called = false;
-    unsigned nl = 0, nd = 0; unsigned long long np = 0;
-    if (left > 1) { called = true; nl = left - 1; nd = done + 1; np = (unsigned long long)out; }
-    else if ((threadIdx.x & 31) == 0) *out = done + 1;
-    const unsigned who = __ballot_sync(~0u, called);
-    if (who == 0) break;
-    if (who != ~0u) {
+    if (!kOwnWhenAll || who != ~0u) {
       const int leader = __ffs(who) - 1;
       nl = __shfl_sync(~0u, nl, leader);
       nd = __shfl_sync(~0u, nd, leader);
@@ -197,15 +182,10 @@ __device__ __noinline__ void floor_own_loop(unsigned steps, unsigned* result) {
     left = nl; done = nd; out = (unsigned*)np;
   }
 }
-__global__ void probe_floor_own(unsigned steps, unsigned* result, unsigned long long* cycles) {
-  const long long t0 = clock64();
-  floor_own_loop(steps, result);
-  const long long t1 = clock64();
-  if (threadIdx.x == 0) *cycles = t1 - t0;
-}
+template <bool kOwnWhenAll>
 __global__ void probe_floor(unsigned steps, unsigned* result, unsigned long long* cycles) {
   const long long t0 = clock64();
-  floor_loop(steps, result);
+  floor_loop<kOwnWhenAll>(steps, result);
   const long long t1 = clock64();
   if (threadIdx.x == 0) *cycles = t1 - t0;
 }
@@ -234,7 +214,7 @@ int main() {
     const char* name;
     void (*kernel)(unsigned, unsigned*, unsigned long long*);
   } variants[] = {
-      {"variant: all parts (as the header)", probe_variant<true, 1, true, true, true>},
+      {"variant: all parts (header before a75e8d2)", probe_variant<true, 1, true, true, true>},
       {"variant: no mark", probe_variant<false, 1, true, true, true>},
       {"variant: writer lane 0, no vote", probe_variant<true, 0, true, true, true>},
       {"variant: writer by lanemask_lt", probe_variant<true, 2, true, true, true>},
@@ -244,7 +224,7 @@ int main() {
       {"variant: plain loads", probe_variant<true, 1, true, false, true>},
       {"variant: no status load", probe_variant<true, 1, true, true, false>},
       {"variant: none of mark/vote/sync/status", probe_variant<false, 0, false, true, false>},
-      {"registers, own words when all lanes call", probe_floor_own},
+      {"registers, own words when all lanes call", probe_floor<true>},
   };
   for (const Variant& v : variants) {
     cudaMemset(result, 0, 4);
@@ -258,7 +238,7 @@ int main() {
   }
   for (int rep = 0; rep < 3; ++rep) {
     cudaMemset(result, 0, 4);
-    probe_floor<<<1, 32>>>(steps, result, cycles);
+    probe_floor<false><<<1, 32>>>(steps, result, cycles);
     cudaDeviceSynchronize();
     unsigned r = 0; unsigned long long cy = 0;
     cudaMemcpy(&r, result, 4, cudaMemcpyDeviceToHost);
