@@ -28,6 +28,21 @@ __shared__ grosr::TaskDescriptor g_slot;
 __shared__ grosr::TaskDescriptor g_first;
 __shared__ volatile unsigned g_done;
 
+// The context and first descriptor of a pure chain of `steps` (one lane).
+__device__ void SetUpChain(unsigned steps, unsigned* result) {
+  g_ctx.self_step_budget = steps;
+  g_ctx.next = &g_slot;
+  g_ctx.task_id = 7;
+  g_ctx.group = 0;
+  g_ctx.status = 0;
+  g_first = grosr::TaskDescriptor{};
+  g_first.task_id = 7;
+  g_first.arg_bytes = sizeof(PureArgs);
+  PureArgs a{steps, 0, result};
+  memcpy(g_first.args, &a, sizeof a);
+  g_slot.flags = grosr::kContinuationEmpty;
+}
+
 // idle: 0 none, 1 others __nanosleep(ns) on a shared flag, 2 others poll a
 // global word with __nanosleep(ns)
 __global__ void probe(unsigned steps, int idle, unsigned ns, unsigned* result,
@@ -43,19 +58,7 @@ __global__ void probe(unsigned steps, int idle, unsigned ns, unsigned* result,
     }
     return;
   }
-  if (lane == 0) {
-    g_ctx.self_step_budget = steps;
-    g_ctx.next = &g_slot;
-    g_ctx.task_id = 7;
-    g_ctx.group = 0;
-    g_ctx.status = 0;
-    g_first = grosr::TaskDescriptor{};
-    g_first.task_id = 7;
-    g_first.arg_bytes = sizeof(PureArgs);
-    PureArgs a{steps, 0, result};
-    memcpy(g_first.args, &a, sizeof a);
-    g_slot.flags = grosr::kContinuationEmpty;
-  }
+  if (lane == 0) SetUpChain(steps, result);
   __syncwarp();
   const long long t0 = clock64();
   grosr_task_fn_chain_pure(&g_ctx, g_first.args);
@@ -140,17 +143,7 @@ __device__ __noinline__ void variant_loop(grosr::TaskContext& ctx, const uint8_t
 template <bool kMark, int kVote, bool kSync, bool kVolatile, bool kStatus, bool kThenSync = true>
 __global__ void probe_variant(unsigned steps, unsigned* result, unsigned long long* cycles) {
   const unsigned lane = threadIdx.x & 31;
-  if (lane == 0) {
-    g_ctx.self_step_budget = steps;
-    g_ctx.next = &g_slot;
-    g_ctx.task_id = 7;
-    g_ctx.status = 0;
-    g_first = grosr::TaskDescriptor{};
-    g_first.task_id = 7;
-    g_first.arg_bytes = sizeof(PureArgs);
-    PureArgs a{steps, 0, result};
-    memcpy(g_first.args, &a, sizeof a);
-  }
+  if (lane == 0) SetUpChain(steps, result);
   __syncwarp();
   const long long t0 = clock64();
   variant_loop<kMark, kVote, kSync, kVolatile, kStatus, kThenSync>(g_ctx, g_first.args);
