@@ -502,7 +502,7 @@ class InPlaceChainTest : public ::testing::TestWithParam<uint32_t> {
 INSTANTIATE_TEST_SUITE_P(StopCheckIntervals, InPlaceChainTest, ::testing::Values(64u, 3u, 1u));
 
 // Continuations to the task itself run in place (the task's own loop, up
-// to stop_check_interval - 1 per dispatch): a failed step leaves the loop,
+// to 4 * (stop_check_interval - 1) per dispatch): a failed step leaves the loop,
 // is reported once, and the chain goes on (a second failure a few steps
 // later is reported too); the host's ticket gets the first failure; every
 // step is counted.
@@ -595,8 +595,9 @@ TEST_P(InPlaceChainTest, ChainsBetweenTasksAndInPlaceRunInOrder) {
 }
 
 // The in-place budget is what keeps a chain within stop_check_interval
-// steps of a stop check: at interval 3, a self-chain entered one step after
-// a check may run 1 step in place, later dispatches 2.
+// steps of a stop check, in-place steps counting a quarter: at interval 3,
+// a self-chain entered one step after a check may run 4 steps in place
+// (counted as one), a dispatch right after a check 8.
 TEST(GpuScheduler, InPlaceBudgetKeepsAChainWithinTheStopCheckInterval) {
   RuntimeOptions options;
   options.stop_check_interval = 3;
@@ -610,7 +611,7 @@ TEST(GpuScheduler, InPlaceBudgetKeepsAChainWithinTheStopCheckInterval) {
   ASSERT_TRUE(h.ok()) << h.status();
   GROSR_ASSERT_OK(runtime->Wait(*h, absl::Seconds(10)));
   EXPECT_EQ(ReadBuffer<uint32_t>(*runtime, out, kSteps),
-            (std::vector<uint32_t>{1, 1, 2, 2, 2, 2, 2, 2}));
+            (std::vector<uint32_t>{4, 4, 4, 4, 4, 8, 8, 8}));
 }
 
 // then(self(), args of another size) is not run in place: the scheduler
