@@ -25,7 +25,8 @@
 // Parking and stopping (hot-loading needs the kernel gone: the driver loads
 // no module while it runs): the control warp copies the host's command to
 // device memory; workers look at it between batches, while idle, every 8
-// tasks of a batch and every stop_check_interval continuations. On Park a
+// tasks of a batch and every stop_check_interval continuations (those run
+// in place count a quarter: kInPlaceStepsPerCheckStep). On Park a
 // worker waits in place, holding its work; once all are parked the host
 // says Stop (each saves what it holds -- the rest of a batch, a pending
 // continuation, unread tickets -- to its WorkerSave slot, which the next
