@@ -35,6 +35,12 @@ TEST(RuntimeApi, RejectsBadOptionsBeforeTouchingTheGpu) {
   o = {};
   o.completion_capacity = 3;
   expect_invalid(o, "completion_capacity");
+  o = {};
+  o.stop_check_interval = 0;
+  expect_invalid(o, "stop_check_interval");
+  o = {};
+  o.stop_check_interval = (1u << 24) + 1;  // the in-place budget is 4x it
+  expect_invalid(o, "stop_check_interval");
 }
 
 // The environment's overrides are checked like options: a typo is an

@@ -109,6 +109,7 @@ struct SchedulerState {
   uint32_t error_capacity;     // power of two
   uint32_t idle_sleep_max_ns;
   uint32_t stop_check_interval;// continuations between looks at the stop flag
+                               // (in-place ones count a quarter)
   uint32_t quiet_poll_after_rounds;  // idle control rounds before quiet polling
 
   // Dispatch (device memory).
