@@ -754,17 +754,13 @@ bool ParseFlags(int argc, char** argv, Config* cfg, bool* child, uint32_t* child
         into.push_back(v);
       }
     } else if (a == "--shard-factor") {
-      if (!next(&cfg->shard_factor) || cfg->shard_factor == 0 || cfg->shard_factor > 8 ||
-          (cfg->shard_factor & (cfg->shard_factor - 1)) != 0) {
+      if (!next(&cfg->shard_factor) || !SlabAllocator::IsShardFactor(cfg->shard_factor)) {
         return false;
       }
     } else if (a == "--define") {
       std::string define;
-      // GROSR_BENCH_MIN_BLOCKS is --min-blocks' (and the JSON's min_blocks).
-      if (!next(&define) || !absl::StrContains(define, '=') ||
-          absl::StartsWith(define, "GROSR_BENCH_MIN_BLOCKS")) {
-        return false;
-      }
+      // BuildSlabKernels refuses GROSR_BENCH_MIN_BLOCKS (--min-blocks').
+      if (!next(&define) || !absl::StrContains(define, '=')) return false;
       cfg->defines.push_back(define);
     } else if (a == "--min-blocks") {
       if (!next(&cfg->min_blocks) || (cfg->min_blocks != 4 && cfg->min_blocks != 8)) return false;

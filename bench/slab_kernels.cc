@@ -30,7 +30,7 @@ constexpr unsigned kBlock = 256;
 // ncu and bench/alloc --min-blocks 8, H200). A full-GPU grid then runs in
 // two waves; at 8 every thread of it is resident at once.
 #ifndef GROSR_BENCH_MIN_BLOCKS
-#define GROSR_BENCH_MIN_BLOCKS 4
+#error "BuildSlabKernels defines GROSR_BENCH_MIN_BLOCKS (kSlabKernelsMinBlocks by default)"
 #endif
 constexpr unsigned kMinBlocks = GROSR_BENCH_MIN_BLOCKS;
 
@@ -247,7 +247,12 @@ absl::StatusOr<LinkedImage> BuildSlabKernels(const Compiler& compiler, const std
   // Standalone kernels, not tasks: no scheduler register budget.
   options.max_registers = 0;
   options.defines.push_back(absl::StrCat("GROSR_BENCH_MIN_BLOCKS=", min_blocks));
-  options.defines.insert(options.defines.end(), defines.begin(), defines.end());
+  for (const std::string& define : defines) {
+    if (absl::StartsWith(define, "GROSR_BENCH_MIN_BLOCKS")) {
+      return absl::InvalidArgumentError("GROSR_BENCH_MIN_BLOCKS is min_blocks' to set");
+    }
+    options.defines.push_back(define);
+  }
   return compiler.CompileAndLink("bench/slab_kernels.cu", kSlabKernelSource, options);
 }
 
@@ -585,8 +590,7 @@ absl::StatusOr<DeviceSlab> DeviceSlab::Create(GpuSession& gpu, uint64_t arena_by
     return absl::InvalidArgumentError(
         absl::StrCat("page_shift ", page_shift, " outside 12..", SlabAllocator::kMaxClasses + 3));
   }
-  if (max_shard_factor == 0 || max_shard_factor > 8 ||
-      (max_shard_factor & (max_shard_factor - 1)) != 0) {
+  if (!SlabAllocator::IsShardFactor(max_shard_factor)) {
     return absl::InvalidArgumentError("the shard factor is a power of two from 1 to 8");
   }
   if ((arena_bytes >> page_shift) >= (uint64_t{1} << 32)) {

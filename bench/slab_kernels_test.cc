@@ -47,7 +47,7 @@ TEST(SlabKernelsTest, CompilesAndLinksForSm90) {
       // (AllocateCoalesced's leader may spill a warp's 32 block pointers,
       // 256 B, past BlockRuns' two runs).
       EXPECT_GT(resources->registers, 0u) << name;
-      EXPECT_LE(resources->registers, 65536u / (256u * min_blocks)) << name;
+      EXPECT_LE(resources->registers, 65536u / (kSlabKernelBlock * min_blocks)) << name;
       EXPECT_LE(resources->frame_bytes, 512u) << name;
       std::printf("%u blocks a SM: %-22s %3u registers, %u B frame, %u B stack\n", min_blocks,
                   name.c_str(), resources->registers, resources->frame_bytes,
@@ -67,6 +67,9 @@ TEST(SlabKernelsTest, TuningKnobsCompile) {
   absl::StatusOr<LinkedImage> broken =
       BuildSlabKernels(**compiler, "sm_90", kSlabKernelsMinBlocks, {"GROSR_SLAB_WAIT_MAX_NS=x"});
   EXPECT_FALSE(broken.ok()) << "a bad value reaches the compiler";
+  absl::StatusOr<LinkedImage> bounds = BuildSlabKernels(
+      **compiler, "sm_90", kSlabKernelsMinBlocks, {"GROSR_BENCH_MIN_BLOCKS=8"});
+  EXPECT_TRUE(absl::IsInvalidArgument(bounds.status())) << "min_blocks is the argument's";
 }
 
 TEST(SlabKernelsTest, CheckDisjointFindsEveryKindOfBadBlock) {

@@ -77,9 +77,8 @@ absl::Status ValidateOptions(const RuntimeOptions& o) {
   if (o.register_budget < 32 || o.register_budget > 255) {
     return bad("register_budget must be in 32..255");
   }
-  // The in-place budget is 4x the interval (kInPlaceStepsPerCheckStep).
-  if (o.stop_check_interval == 0 || o.stop_check_interval > (1u << 24)) {
-    return bad("stop_check_interval must be 1 .. 2^24");
+  if (o.stop_check_interval == 0 || o.stop_check_interval > kMaxStopCheckInterval) {
+    return bad(absl::StrCat("stop_check_interval must be 1 .. ", kMaxStopCheckInterval));
   }
   if (o.stack_bytes < 1024) return bad("stack_bytes must be at least 1024");
   return absl::OkStatus();

@@ -84,7 +84,7 @@ struct RuntimeOptions {
   // Continuations between stop checks, per chain (continuations to a task
   // itself, run in place, count a quarter each: up to 4x as many of them);
   // between the tasks of a batch a warp looks every 8 tasks, so a pause
-  // waits for at most about 8 such chains. 1 .. 2^24.
+  // waits for at most about 8 such chains. 1 .. kMaxStopCheckInterval.
   uint32_t stop_check_interval = 64;
   // Control rounds without a submission after which the control warp polls
   // the host's ring one word a slot (256 B a round instead of 4 KiB) until

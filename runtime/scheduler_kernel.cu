@@ -113,7 +113,7 @@ __device__ __noinline__ void ReserveRegisterBudget(uint32_t* sink) {
 // series (three for 64 a round), which bounded host-submitted tasks (6.5 M/s
 // with 32 a round, 9.0 M/s with 64; runs L and N) and the ping-pong.
 // The price: an idle round reads 32 whole slots (4 KiB of pinned memory),
-// not 32 sequence words (256 B); after kQuietPollAfterRounds idle rounds
+// not 32 sequence words (256 B); after s.quiet_poll_after_rounds idle rounds
 // the control warp looks at one word a slot until a tag shows up.
 __device__ uint32_t IngestSubmissions(const SchedulerState& s, uint64_t* taken) {
   const unsigned lane = Lane();
@@ -493,14 +493,6 @@ __device__ GROSR_INLINE uint32_t LookUp(const SchedulerState& s, WarpScratch* w,
 // What running a task gave.
 // Small on purpose: what is live across the task call costs registers the
 // loop cannot spare (SchedulerKernelDoesNotSpill).
-// A continuation run in place costs about a seventh of one the scheduler
-// dispatches (0.13 vs 0.9 us on an H200, run U), so in-place steps count a
-// quarter towards the stop check: a chain of either kind runs some tens of
-// microseconds between looks (a pause waits no longer for one), and a pure
-// in-place chain comes back to the scheduler -- about a dispatch's cost --
-// a quarter as often (every 64 steps it was ~24 SM cycles a step).
-constexpr uint32_t kInPlaceStepsPerCheckStep = 4;
-
 struct Ran {
   uint32_t status;          // the completion code of its last step
   uint32_t self_steps;      // continuations to itself it ran in place, all fine

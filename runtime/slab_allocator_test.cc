@@ -299,6 +299,10 @@ TEST(SlabAllocatorTest, ShardsKeepHintPagesWithinAnEighthOfTheArena) {
   EXPECT_EQ(SlabAllocator::HintPagesAtMost(1024, 16, 4), 1024u * 16);
   EXPECT_EQ(SlabAllocator::HintPagesAtMost(1024, 16, 8), 1024u * 16) << "no class wants more";
   EXPECT_EQ(SlabAllocator::HintPagesAtMost(1024, 16, 0), 1024u * 12) << "0 means 1";
+  for (uint32_t factor = 0; factor <= 64; ++factor) {
+    const bool power_of_two_to_8 = factor == 1 || factor == 2 || factor == 4 || factor == 8;
+    EXPECT_EQ(SlabAllocator::IsShardFactor(factor), power_of_two_to_8) << factor;
+  }
   EXPECT_EQ(SlabAllocator::ShardsFor(131072, 16, 4), 1024u);
   EXPECT_EQ(SlabAllocator::ShardsFor(65536, 16, 4), 512u);
   EXPECT_EQ(SlabAllocator::ShardsFor(98304, 16, 1), 1024u);  // 6 GiB: 12 hint pages a shard

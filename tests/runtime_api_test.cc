@@ -39,7 +39,7 @@ TEST(RuntimeApi, RejectsBadOptionsBeforeTouchingTheGpu) {
   o.stop_check_interval = 0;
   expect_invalid(o, "stop_check_interval");
   o = {};
-  o.stop_check_interval = (1u << 24) + 1;  // the in-place budget is 4x it
+  o.stop_check_interval = kMaxStopCheckInterval + 1;
   expect_invalid(o, "stop_check_interval");
 }
 

@@ -206,6 +206,10 @@ struct SlabAllocator {
                               : kFactorBlocks / blocks_per_page;
     return want < most ? want : most;
   }
+  // The max_shard_factor values a layout takes (DeviceSlab, bench/alloc).
+  static GROSR_HD constexpr bool IsShardFactor(uint32_t factor) {
+    return factor >= 1 && factor <= 8 && (factor & (factor - 1)) == 0;
+  }
   GROSR_HD uint32_t MaxShardFactor() const { return max_shard_factor > 1 ? max_shard_factor : 1; }
   GROSR_HD uint32_t ShardsOf(uint32_t cls) const {
     // ShardFactorOf by shifts: kFactorBlocks, kWarpBatch and the blocks a

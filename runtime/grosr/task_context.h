@@ -76,11 +76,6 @@ __device__ GROSR_INLINE uint32_t LoadShared32(uint32_t at) {
   asm volatile("ld.volatile.shared.u32 %0, [%1];" : "=r"(v) : "r"(at) : "memory");
   return v;
 }
-__device__ GROSR_INLINE uint64_t LoadShared64(uint32_t at) {
-  uint64_t v;
-  asm volatile("ld.volatile.shared.u64 %0, [%1];" : "=l"(v) : "r"(at) : "memory");
-  return v;
-}
 // A context field the scheduler writes before it calls the task and not
 // again until the task returns (task_id, group, next, the budget): a load
 // the compiler may merge with others of the same field and hoist out of a
